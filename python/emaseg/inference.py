@@ -1,0 +1,111 @@
+"""Inference building blocks shared by evaluation and export.
+
+Everything here scripts with TorchScript, so the exported file runs exactly this code.
+Images enter as uint8 (N, H, W, 3) BGR, the way OpenCV decodes them.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def preprocess(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, bgr_to_rgb: bool) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised (N, 3, H, W) in the dtype of `mean`."""
+    x = images.permute(0, 3, 1, 2)                        # (N, 3, H, W)
+    if bgr_to_rgb:
+        x = x.flip(1)
+    x = x.to(mean.dtype)
+    # Contiguous NCHW: a channels-last input would take other conv kernels and round differently.
+    x = x.contiguous()
+    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+def rescale_size(h: int, w: int, scale: Tuple[int, int]) -> Tuple[int, int]:
+    """mmcv's keep-ratio rescale: long edge <= max(scale) and short edge <= min(scale)."""
+    long_edge, short_edge = max(scale[0], scale[1]), min(scale[0], scale[1])
+    factor = min(long_edge / max(h, w), short_edge / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def resize(x: torch.Tensor, size: Tuple[int, int], align_corners: bool) -> torch.Tensor:
+    if x.shape[2] == size[0] and x.shape[3] == size[1]:
+        return x
+    return F.interpolate(x, size=[size[0], size[1]], mode="bilinear", align_corners=align_corners)
+
+
+def slide_windows(h: int, w: int, crop: Tuple[int, int], stride: Tuple[int, int]) -> List[Tuple[int, int, int, int]]:
+    """The reference's window grid (y1, y2, x1, x2); the last window of a row/column is clamped to the image."""
+    h_grids = max(h - crop[0] + stride[0] - 1, 0) // stride[0] + 1
+    w_grids = max(w - crop[1] + stride[1] - 1, 0) // stride[1] + 1
+    windows: List[Tuple[int, int, int, int]] = []
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y2 = min(hi * stride[0] + crop[0], h)
+            x2 = min(wi * stride[1] + crop[1], w)
+            windows.append((max(y2 - crop[0], 0), y2, max(x2 - crop[1], 0), x2))
+    return windows
+
+
+class SegInference(nn.Module):
+    """Normalised images (N, 3, H, W) -> logits (N, C, H, W), whole-image or sliding-window.
+
+    Args:
+        net: the segmentor; `net(x)["out"]` gives logits at 1/8.
+        num_classes: logits channels.
+        align_corners: of every logits resize (the config's).
+        mode: "whole" or "slide".
+        crop_size, stride: slide window (H, W).
+    """
+
+    def __init__(self, net: nn.Module, *, num_classes: int, align_corners: bool, mode: str = "whole",
+                 crop_size: Tuple[int, int] = (769, 769), stride: Tuple[int, int] = (513, 513)) -> None:
+        super().__init__()
+        if mode not in ("whole", "slide"):
+            raise ValueError(f"inference mode must be 'whole' or 'slide', got {mode!r}")
+        self.net = net
+        self.num_classes = num_classes
+        self.align_corners = align_corners
+        self.slide = mode == "slide"
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.stride = (int(stride[0]), int(stride[1]))
+
+    def whole(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)["out"]
+        return resize(logits, (x.shape[2], x.shape[3]), self.align_corners)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.slide:
+            return self.whole(x)
+        n, _, h, w = x.shape
+        preds = torch.zeros(n, self.num_classes, h, w, dtype=x.dtype, device=x.device)
+        count = torch.zeros(1, 1, h, w, dtype=x.dtype, device=x.device)
+        for y1, y2, x1, x2 in slide_windows(h, w, self.crop_size, self.stride):
+            preds[:, :, y1:y2, x1:x2] += self.whole(x[:, :, y1:y2, x1:x2])
+            count[:, :, y1:y2, x1:x2] += 1
+        return preds / count
+
+
+def aug_sizes(h: int, w: int, test_scale: Optional[Tuple[int, int]], ratios: List[float]) -> List[Tuple[int, int]]:
+    """Network input sizes: the test resize of (h, w), then each multi-scale ratio of it."""
+    base = rescale_size(h, w, test_scale) if test_scale is not None else (h, w)
+    return [(int(base[0] * r + 0.5), int(base[1] * r + 0.5)) for r in ratios]
+
+
+def predict_scores(seg: SegInference, x: torch.Tensor, sizes: List[Tuple[int, int]], flip: bool) -> torch.Tensor:
+    """Scores (N, C, H, W) at x's size. One pass: logits. Several (scales/flip): mean softmax,
+    as the reference's test-time augmentation merges them."""
+    h, w = x.shape[2], x.shape[3]
+    if len(sizes) == 1 and not flip:
+        return resize(seg(resize(x, sizes[0], False)), (h, w), seg.align_corners)
+    total = torch.zeros(x.shape[0], seg.num_classes, h, w, dtype=x.dtype, device=x.device)
+    passes = 0
+    for size in sizes:
+        xs = resize(x, size, False)
+        total += resize(seg(xs), (h, w), seg.align_corners).softmax(dim=1)
+        passes += 1
+        if flip:
+            total += resize(seg(xs.flip(3)).flip(3), (h, w), seg.align_corners).softmax(dim=1)
+            passes += 1
+    return total / passes
+

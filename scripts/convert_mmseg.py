@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Convert an mmsegmentation EMANet checkpoint into an emaseg checkpoint.
+
+    python scripts/convert_mmseg.py IN.pth OUT.pth [--config NAME | --recipe 512x1024|769x769]
+
+Without --config the architecture is read off the weights; --recipe picks that recipe's
+align_corners, test mode, crop and stride. With --config the weights are checked against it.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+from emaseg.config import CONFIGS  # noqa: E402
+from emaseg.convert import RECIPES, ConversionError, convert  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="mmsegmentation checkpoint (.pth)")
+    parser.add_argument("dst", help="emaseg checkpoint to write (.pth)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", help=f"check against a named config ({', '.join(sorted(CONFIGS))})")
+    group.add_argument("--recipe", default="512x1024", choices=RECIPES,
+                       help="recipe for what the weights do not hold (default 512x1024)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = convert(args.src, args.dst, config=args.config, recipe=args.recipe)
+    except ConversionError as e:
+        print(f"convert_mmseg: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.dst} (config {cfg.name}, {cfg.model.num_classes} classes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

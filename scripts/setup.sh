@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs everything ema-seg needs into .venv and builds the C++ runtime. Idempotent: a second
+# run only checks and exits in seconds.
+#   EMASEG_TORCH  pip spec for torch (default: the CPU build torch==2.13.0 without an NVIDIA GPU,
+#                 "torch>=2.5,<2.15" with one). Point pip at another index with PIP_INDEX_URL.
+#   EMASEG_JOBS   parallel C++ compile jobs (default: number of cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+# --- system packages: compiler, CMake, OpenCV for the C++ runtime ---------------------------------
+missing=()
+for pkg in g++ cmake libopencv-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    log "apt: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Python environment ----------------------------------------------------------------------------
+PY=python3
+[ -x .venv/bin/python ] || { log "creating .venv"; $PY -m venv .venv; }
+VPY=$ROOT/.venv/bin/python
+if ! "$VPY" -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        spec=${EMASEG_TORCH:-"torch>=2.5,<2.15"}
+    else
+        spec=${EMASEG_TORCH:-"torch==2.13.0"}
+    fi
+    log "pip: installing $spec"
+    "$VPY" -m pip install -q "$spec"
+fi
+stamp=.venv/.emaseg-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "pip: installing emaseg (editable) with its dev extras"
+    "$VPY" -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+fi
+
+# --- C++ runtime -----------------------------------------------------------------------------------
+if [ -f CMakeLists.txt ]; then
+    if [ ! -f build/CMakeCache.txt ]; then
+        log "cmake: configuring build/"
+        cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DEMASEG_PYTHON="$VPY" >/dev/null
+    fi
+    log "cmake: building"
+    cmake --build build -j "${EMASEG_JOBS:-$(nproc)}" 2>&1 | grep -E "error|warning: unused|Linking|Built target" >&2 || true
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { log "C++ build failed"; exit 1; }
+fi
+
+# --- bundled default: demo model exported to TorchScript, sample video ---------------------------
+if [ -f python/export.py ] && [ -f models/emanet_demo.pth ] && [ ! -f models/emanet_demo.pt ]; then
+    log "exporting models/emanet_demo.pth -> models/emanet_demo.pt"
+    "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt
+fi
+if [ -f scripts/make_synthetic.py ] && [ ! -f data/sample/street.mp4 ]; then
+    log "generating the sample video data/sample/street.mp4"
+    "$VPY" scripts/make_synthetic.py --out data/sample --train 0 --val 0 --size 256x512 --seed 7 \
+        --video data/sample/street.mp4 --frames 100 --fps 10 >/dev/null
+fi
+log "ready"
