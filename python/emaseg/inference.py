@@ -85,27 +85,26 @@ class SegInference(nn.Module):
             count[:, :, y1:y2, x1:x2] += 1
         return preds / count
 
+    @torch.jit.export
+    def scores(self, x: torch.Tensor, sizes: List[Tuple[int, int]], flip: bool) -> torch.Tensor:
+        """Scores (N, C, H, W) at x's size with x resized to each of `sizes` first. One pass:
+        logits. Several (scales and/or flip): the mean softmax, as the reference merges them."""
+        h, w = x.shape[2], x.shape[3]
+        if len(sizes) == 1 and not flip:
+            return resize(self.forward(resize(x, sizes[0], False)), (h, w), self.align_corners)
+        total = torch.zeros(x.shape[0], self.num_classes, h, w, dtype=x.dtype, device=x.device)
+        passes = 0
+        for size in sizes:
+            xs = resize(x, size, False)
+            total += resize(self.forward(xs), (h, w), self.align_corners).softmax(dim=1)
+            passes += 1
+            if flip:
+                total += resize(self.forward(xs.flip(3)).flip(3), (h, w), self.align_corners).softmax(dim=1)
+                passes += 1
+        return total / passes
+
 
 def aug_sizes(h: int, w: int, test_scale: Optional[Tuple[int, int]], ratios: List[float]) -> List[Tuple[int, int]]:
     """Network input sizes: the test resize of (h, w), then each multi-scale ratio of it."""
     base = rescale_size(h, w, test_scale) if test_scale is not None else (h, w)
     return [(int(base[0] * r + 0.5), int(base[1] * r + 0.5)) for r in ratios]
-
-
-def predict_scores(seg: SegInference, x: torch.Tensor, sizes: List[Tuple[int, int]], flip: bool) -> torch.Tensor:
-    """Scores (N, C, H, W) at x's size. One pass: logits. Several (scales/flip): mean softmax,
-    as the reference's test-time augmentation merges them."""
-    h, w = x.shape[2], x.shape[3]
-    if len(sizes) == 1 and not flip:
-        return resize(seg(resize(x, sizes[0], False)), (h, w), seg.align_corners)
-    total = torch.zeros(x.shape[0], seg.num_classes, h, w, dtype=x.dtype, device=x.device)
-    passes = 0
-    for size in sizes:
-        xs = resize(x, size, False)
-        total += resize(seg(xs), (h, w), seg.align_corners).softmax(dim=1)
-        passes += 1
-        if flip:
-            total += resize(seg(xs.flip(3)).flip(3), (h, w), seg.align_corners).softmax(dim=1)
-            passes += 1
-    return total / passes
-

@@ -1,0 +1,169 @@
+"""Checkpoint -> scripted SegmentationModule -> file, guarded by a parity gate.
+
+The file is written under a temporary name, reloaded and compared with the eager module on
+several frames; only if labels are identical and scores agree is it renamed into place.
+"""
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .. import __version__
+from ..checkpoint import CheckpointError, file_sha256, load_model
+from .metadata import EXTRA_FILE, FORMAT, FORMAT_VERSION, encode, read_metadata
+from .module import MIN_SIZE, ResizePolicy, SegmentationModule
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Eager and scripted run the same kernels, so float32 agrees to rounding (measured 0.0); the
+# low-precision exports get a looser bound because scripting may fuse casts differently.
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
+PARITY_SIZES = ((1, 97, 131), (2, 75, 102), (1, 120, 200))
+
+
+class ExportError(RuntimeError):
+    """Export refused; the message says why and nothing was written."""
+
+
+@dataclass
+class ExportReport:
+    output: Path
+    metadata: dict[str, Any]
+    parity: list[dict[str, Any]] = field(default_factory=list)
+    seconds_per_frame: Optional[float] = None
+
+
+def parity_frames(sizes=PARITY_SIZES, seed: int = 0) -> list[torch.Tensor]:
+    """Deterministic uint8 BGR batches: smooth colour fields plus noise (not multiples of 8)."""
+    g = torch.Generator().manual_seed(seed)
+    frames = []
+    for n, h, w in sizes:
+        coarse = torch.rand(n, 3, max(h // 16, 2), max(w // 16, 2), generator=g) * 255
+        smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        noisy = smooth + torch.randn(n, 3, h, w, generator=g) * 12
+        frames.append(noisy.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous())
+    return frames
+
+
+def build_module(checkpoint: str | Path, *, mode: Optional[str], resize: Optional[ResizePolicy], flip: bool,
+                 dtype: str, device: str) -> tuple[SegmentationModule, dict[str, Any]]:
+    try:
+        net = load_model(checkpoint)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from e
+    except ValueError as e:  # a config field this version does not know
+        raise ExportError(f"{checkpoint}: unknown or invalid config: {e}") from e
+    cfg = net.config
+    if mode not in (None, "whole", "slide"):
+        raise ExportError(f"unknown mode {mode!r}: choose whole or slide")
+    if dtype not in DTYPES:
+        raise ExportError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ExportError(f"device {device} requested but CUDA is not available")
+    if dtype == "float16" and not device.startswith("cuda"):
+        raise ExportError("float16 needs --device cuda (CPU kernels lack float16); use bfloat16 on the CPU")
+    resize = resize or ResizePolicy("scale", scale=cfg.data.test_scale)
+    if resize.kind == "size" and min(resize.size) < MIN_SIZE:
+        raise ExportError(f"--size {resize.size[0]}x{resize.size[1]} is too small for the network "
+                          f"(at least {MIN_SIZE}x{MIN_SIZE})")
+    if resize.kind == "short_side" and resize.short_side < MIN_SIZE:
+        raise ExportError(f"--short-side {resize.short_side} is too small for the network (at least {MIN_SIZE})")
+    module = SegmentationModule(net, cfg, resize, mode=mode, flip=flip).eval().to(device=device, dtype=DTYPES[dtype])
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config_name": cfg.name,
+        "num_classes": cfg.model.num_classes,
+        "class_names": list(net.class_names),
+        "palette": [list(c) for c in net.palette],
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+        "bgr_to_rgb": cfg.data.bgr_to_rgb,
+        "mode": mode or cfg.test.mode,
+        "resize": resize.to_json(),
+        "slide": {"crop_size": list(cfg.test.crop_size), "stride": list(cfg.test.stride)},
+        "flip": flip,
+        "align_corners": cfg.model.align_corners,
+        "dtype": dtype,
+        "label_dtype": "uint8" if cfg.model.num_classes <= 255 else "int64",
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "torch_version": torch.__version__,
+        "emaseg_version": __version__,
+    }
+    return module, meta
+
+
+def script_module(module: SegmentationModule, optimize: bool) -> torch.jit.ScriptModule:
+    scripted = torch.jit.script(module)
+    if optimize:
+        # Freezing folds BN into convs and inlines constants; the exported methods must survive it.
+        scripted = torch.jit.freeze(scripted, preserved_attrs=["probabilities", "logits"])
+    return scripted
+
+
+def check_parity(eager: SegmentationModule, loaded: torch.jit.ScriptModule, frames: list[torch.Tensor],
+                 tolerance: float, device: str) -> list[dict[str, Any]]:
+    rows = []
+    with torch.inference_mode():
+        for f in frames:
+            f = f.to(device)
+            a_scores, b_scores = eager.logits(f).float(), loaded.logits(f).float()
+            a_labels, b_labels = eager(f), loaded(f)
+            rows.append({
+                "shape": list(f.shape),
+                "max_abs_score_diff": float((a_scores - b_scores).abs().max()),
+                "labels_differ": int((a_labels != b_labels).sum()),
+                "ok": bool(torch.equal(a_labels, b_labels) and float((a_scores - b_scores).abs().max()) <= tolerance),
+            })
+    return rows
+
+
+def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[str] = None,
+                 resize: Optional[ResizePolicy] = None, flip: bool = False, dtype: str = "float32",
+                 device: str = "cpu", optimize: bool = False, frames: Optional[list[torch.Tensor]] = None) -> ExportReport:
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK):
+        raise ExportError(f"cannot write {output}: folder {output.parent} is not writable")
+    module, meta = build_module(checkpoint, mode=mode, resize=resize, flip=flip, dtype=dtype, device=device)
+    scripted = script_module(module, optimize)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        torch.jit.save(scripted, tmp, _extra_files={EXTRA_FILE: encode(meta)})
+        loaded = torch.jit.load(tmp, map_location=device)
+        read_metadata(tmp)  # the metadata round-trips before the file is called done
+        rows = check_parity(module, loaded, frames or parity_frames(), TOLERANCE[dtype], device)
+        if not all(r["ok"] for r in rows):
+            report = "; ".join(f"{r['shape']}: max score diff {r['max_abs_score_diff']:.2e}, "
+                               f"{r['labels_differ']} labels differ" for r in rows)
+            raise ExportError(f"parity gate failed (tolerance {TOLERANCE[dtype]:g}): {report}")
+        timing = _time_per_frame(loaded, device)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
+
+
+def _time_per_frame(module: torch.jit.ScriptModule, device: str, runs: int = 3) -> float:
+    frame = parity_frames(((1, 120, 200),), seed=1)[0].to(device)
+    with torch.inference_mode():
+        module(frame)  # warm-up: TorchScript profiles and optimises on the first calls
+        module(frame)
+        start = time.perf_counter()
+        for _ in range(runs):
+            module(frame)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) / runs
+
+
+def load_exported(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """Loads an exported file and its metadata (checked)."""
+    meta = read_metadata(path)
+    return torch.jit.load(str(path), map_location=device), meta

@@ -1,0 +1,43 @@
+"""The JSON metadata stored inside an exported file (`metadata.json`, see docs/model_file_format.md)."""
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+FORMAT = "emaseg.torchscript"
+FORMAT_VERSION = 1
+EXTRA_FILE = "metadata.json"
+
+
+class ExportedFileError(RuntimeError):
+    """An exported file that is missing, not TorchScript, or lacks our metadata."""
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Reads the metadata straight from the archive, without loading the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportedFileError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = z.namelist()
+            if not any("/code/" in n for n in entries):  # torch.save files are zips too, without code
+                raise ExportedFileError(f"{path}: not a TorchScript archive (a checkpoint? export it with python/export.py)")
+            names = [n for n in entries if n.endswith(f"/extra/{EXTRA_FILE}")]
+            if not names:
+                raise ExportedFileError(f"{path}: TorchScript file without emaseg metadata (not exported by python/export.py?)")
+            meta = json.loads(z.read(names[0]).decode("utf-8"))
+    except zipfile.BadZipFile as e:
+        raise ExportedFileError(f"{path}: not a TorchScript archive (truncated or corrupt?)") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportedFileError(f"{path}: its metadata is not valid JSON: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ExportedFileError(f"{path}: metadata is not of format {FORMAT}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ExportedFileError(f"{path}: metadata version {meta.get('format_version')} is not supported "
+                                f"(this emaseg reads version {FORMAT_VERSION})")
+    return meta
+
+
+def encode(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, indent=1, sort_keys=True)
