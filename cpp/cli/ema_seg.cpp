@@ -1,0 +1,678 @@
+// ema_seg: semantic segmentation of videos, cameras, network streams and images with an
+// exported ema-seg model. One file: options, a flat argument parser, main. `ema_seg --help`
+// lists everything; the exit codes below are part of the interface (scripts test them).
+#include <emaseg/emaseg.h>
+#include <emaseg/pipeline.h>
+
+#include <opencv2/core/utility.hpp>
+#include <opencv2/core/utils/logger.hpp>
+#include <opencv2/highgui.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
+
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitRuntime = 1,  // the model failed while running, or another unexpected error
+  kExitUsage = 2,    // unknown or malformed option, missing input
+  kExitModel = 3,    // model file missing, corrupt, not TorchScript, no ema-seg metadata
+  kExitInput = 4,    // video, camera, stream or images cannot be opened
+  kExitOutput = 5,   // output video, image folder or mask folder cannot be written
+  kExitDevice = 6,   // requested device unavailable (e.g. --device cuda without CUDA)
+  kExitInterrupted = 130,  // SIGINT/SIGTERM: outputs were finished and closed first
+};
+
+constexpr const char* kDefaultModel = "models/emanet_demo.pt";
+constexpr double kDefaultFps = 30.0;  // for cameras and streams that do not report one
+
+const char* const kHelp = R"(usage: ema_seg [--model FILE.pt] INPUT [options]
+
+Semantic segmentation with an exported ema-seg model (python python/export.py).
+
+input (exactly one):
+  --video PATH|URL     video file or network stream (rtsp://, http://, ...) via FFmpeg
+  --camera N           camera index N
+  --image PATH         one image
+  --images DIR|GLOB    every image in DIR (sorted by name), or a pattern like 'dir/*.png'
+
+model:
+  --model FILE.pt      exported model (default: models/emanet_demo.pt in the current
+                       folder, else in <folder of ema_seg>/../models)
+  --device DEV         cpu (default), cuda or cuda:N
+  --fp16               half precision (CUDA only)
+  --threads N          LibTorch and OpenCV threads (default: LibTorch's, one per core)
+
+output:
+  --output PATH        video/camera: overlay video (mp4v; input fps and size). Default for
+                       --video: <input stem>_overlay.mp4 in the current folder; cameras
+                       write no video unless given.
+                       images: a folder for <stem>_overlay.png files; --image also takes a
+                       file name with an image extension. Default for --image:
+                       <stem>_overlay.png in the current folder; --images writes no
+                       overlays unless given.
+  --mask-dir DIR       label PNGs (pixel value = class id; 16-bit beyond 256 classes):
+                       frame_%06d.png (input frame index) for video, <stem>.png for images;
+                       written for frames the model ran on (see --every)
+  --alpha A            overlay opacity in [0, 1] (default 0.5)
+  --show               show the overlay in a window (q or Esc stops)
+
+run:
+  --max-frames N       read at most N input frames
+  --every N            run the model on every Nth frame; frames in between reuse its labels
+                       (video and camera only; default 1)
+  --benchmark          warm up, then print model-only and end-to-end latency (p50, p95)
+                       and fps; writes no default output video
+  --json               print a JSON summary on stdout (frames, dropped, unreadable, fps,
+                       latencies, per-class pixel share, peak RSS)
+  --quiet              no progress or warnings on stderr (errors are still printed)
+  -h, --help           this help
+
+Cameras and live streams keep only the newest frame when the model is slower than the
+source; the frames skipped that way are counted as "dropped". Frames that fail to decode
+are skipped and counted as "unreadable". Ctrl-C (SIGINT) or SIGTERM stops reading, finishes
+the frames in flight and closes the outputs, so the video stays playable; a second one
+quits at once. FFmpeg's decoder messages and OpenCV's warnings are silenced;
+OPENCV_FFMPEG_LOGLEVEL=16 and OPENCV_LOG_LEVEL=INFO bring them back.
+
+exit codes: 0 ok, 1 runtime error, 2 usage error, 3 model error, 4 input error,
+            5 output error, 6 device error, 130 interrupted
+)";
+
+struct CliOptions {
+  std::string model;  // empty: look for kDefaultModel
+  std::string video;
+  std::optional<int> camera;
+  std::string image;
+  std::string images;
+  std::string output;
+  std::string mask_dir;
+  double alpha = 0.5;
+  bool show = false;
+  std::string device = "cpu";
+  bool fp16 = false;
+  int threads = 0;
+  long long max_frames = -1;
+  int every = 1;
+  bool benchmark = false;
+  bool json = false;
+  bool quiet = false;
+  bool help = false;
+};
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Argument parsing: `--name value` or `--name=value`; numbers must parse completely.
+
+template <typename T>
+T parse_number(const std::string& name, const std::string& text) {
+  T value{};
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end)
+    throw UsageError(name + " expects a number, got '" + text + "'");
+  return value;
+}
+
+CliOptions parse_args(int argc, char** argv) {
+  CliOptions o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::optional<std::string> inline_value;
+    if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
+      inline_value = arg.substr(arg.find('=') + 1);
+      arg = arg.substr(0, arg.find('='));
+    }
+    const auto value = [&]() -> std::string {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
+      return argv[++i];
+    };
+    const auto flag = [&]() {
+      if (inline_value) throw UsageError(arg + " takes no value");
+      return true;
+    };
+    if (arg == "-h" || arg == "--help") o.help = flag();
+    else if (arg == "--model") o.model = value();
+    else if (arg == "--video") o.video = value();
+    else if (arg == "--camera") o.camera = parse_number<int>(arg, value());
+    else if (arg == "--image") o.image = value();
+    else if (arg == "--images") o.images = value();
+    else if (arg == "--output") o.output = value();
+    else if (arg == "--mask-dir") o.mask_dir = value();
+    else if (arg == "--alpha") o.alpha = parse_number<double>(arg, value());
+    else if (arg == "--show") o.show = flag();
+    else if (arg == "--device") o.device = value();
+    else if (arg == "--fp16") o.fp16 = flag();
+    else if (arg == "--threads") o.threads = parse_number<int>(arg, value());
+    else if (arg == "--max-frames") o.max_frames = parse_number<long long>(arg, value());
+    else if (arg == "--every") o.every = parse_number<int>(arg, value());
+    else if (arg == "--benchmark") o.benchmark = flag();
+    else if (arg == "--json") o.json = flag();
+    else if (arg == "--quiet") o.quiet = flag();
+    else if (arg.rfind("-", 0) == 0) throw UsageError("unknown option '" + arg + "' (see --help)");
+    else throw UsageError("unexpected argument '" + arg + "'; inputs need --video, --image, ...");
+  }
+  if (o.help) return o;
+
+  const int inputs = !o.video.empty() + o.camera.has_value() + !o.image.empty() + !o.images.empty();
+  if (inputs != 1)
+    throw UsageError(inputs == 0 ? "no input: give --video, --camera, --image or --images"
+                                 : "give exactly one of --video, --camera, --image, --images");
+  if (o.camera && *o.camera < 0) throw UsageError("--camera expects an index >= 0");
+  if (!(o.alpha >= 0.0 && o.alpha <= 1.0)) throw UsageError("--alpha must lie in [0, 1]");
+  if (o.threads < 0) throw UsageError("--threads must be >= 0");
+  if (o.every < 1) throw UsageError("--every must be >= 1");
+  if (o.max_frames == 0 || o.max_frames < -1) throw UsageError("--max-frames must be >= 1");
+  if (o.every > 1 && (!o.image.empty() || !o.images.empty()))
+    throw UsageError("--every applies to --video and --camera only");
+#if defined(__linux__)
+  // GTK aborts the whole process when it finds no display; refuse early instead.
+  if (o.show && std::getenv("DISPLAY") == nullptr && std::getenv("WAYLAND_DISPLAY") == nullptr)
+    throw UsageError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set");
+#endif
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals: the handler only sets a flag (async-signal-safe); the pipeline polls it. The
+// handler resets itself, so a second Ctrl-C kills a run that is stuck, e.g. on a network read.
+
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+extern "C" void on_signal(int) { g_stop.store(true); }
+
+void install_signal_handlers() {
+#if defined(__unix__) || defined(__APPLE__)
+  struct sigaction action = {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+#else
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// stderr: progress updates in place on a terminal; errors start on a fresh line.
+
+std::mutex g_stderr_mutex;
+bool g_progress_open = false;  // a '\r' progress line is on screen
+
+bool stderr_is_terminal() {
+#if defined(__unix__) || defined(__APPLE__)
+  return isatty(STDERR_FILENO) != 0;
+#else
+  return false;
+#endif
+}
+
+void print_stderr(const std::string& kind, std::string message) {
+  for (char& c : message)
+    if (c == '\n' || c == '\r') c = ' ';  // one line per message, whatever the source said
+  std::lock_guard<std::mutex> lock(g_stderr_mutex);
+  if (g_progress_open) std::fputc('\n', stderr);
+  g_progress_open = false;
+  std::fprintf(stderr, "ema_seg: %s: %s\n", kind.c_str(), message.c_str());
+  std::fflush(stderr);
+}
+
+class Progress {
+ public:
+  Progress(bool enabled, long long total) : enabled_(enabled), total_(total) {}
+
+  void update(long long frames) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    const double interval = terminal_ ? 0.25 : 2.0;  // a log file wants few lines
+    if (std::chrono::duration<double>(now - last_).count() < interval) return;
+    last_ = now;
+    const double seconds = std::chrono::duration<double>(now - start_).count();
+    const double fps = seconds > 0 ? double(frames) / seconds : 0.0;
+    char line[160];
+    if (total_ > 0) {
+      const double eta = fps > 0 ? double(total_ - frames) / fps : 0.0;
+      std::snprintf(line, sizeof line, "frames %lld/%lld (%.0f%%)  %.1f fps  ETA %.0fs", frames,
+                    total_, 100.0 * double(frames) / double(total_), fps, eta > 0 ? eta : 0.0);
+    } else {
+      std::snprintf(line, sizeof line, "frames %lld  %.1f fps", frames, fps);
+    }
+    std::lock_guard<std::mutex> lock(g_stderr_mutex);
+    if (terminal_) {
+      std::fprintf(stderr, "\r%-60s", line);
+      g_progress_open = true;
+    } else {
+      std::fprintf(stderr, "%s\n", line);
+    }
+    std::fflush(stderr);
+  }
+
+  void finish() {
+    std::lock_guard<std::mutex> lock(g_stderr_mutex);
+    if (g_progress_open) std::fputc('\n', stderr);
+    g_progress_open = false;
+  }
+
+ private:
+  bool enabled_;
+  long long total_;
+  bool terminal_ = stderr_is_terminal();
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_ = start_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+
+emaseg::Error output_error(const std::string& message) {
+  return emaseg::Error(emaseg::Error::Kind::kOutput, message);
+}
+
+// An overlay video that removes itself if no frame reached it: an mp4 without frames does
+// not play, and a failed run should not leave one behind.
+class OutputVideo {
+ public:
+  OutputVideo(const std::string& path, double fps, cv::Size size) : path_(path), size_(size) {
+    try {
+      writer_.open(path, cv::CAP_FFMPEG, cv::VideoWriter::fourcc('m', 'p', '4', 'v'), fps, size);
+    } catch (const cv::Exception&) {
+    }
+    if (!writer_.isOpened())
+      throw output_error("cannot write video '" + path + "' (does its folder exist and is it "
+                         "writable? is the extension .mp4, .avi, .mov or .mkv?)");
+  }
+  OutputVideo(const OutputVideo&) = delete;
+  OutputVideo& operator=(const OutputVideo&) = delete;
+  ~OutputVideo() { close(); }
+
+  void write(const cv::Mat& frame) {
+    if (frame.size() == size_) {
+      writer_.write(frame);
+    } else {  // the input changed resolution mid-stream; the container cannot
+      cv::Mat resized;
+      cv::resize(frame, resized, size_);
+      writer_.write(resized);
+    }
+    ++frames_;
+  }
+
+  // Finalises the file (the mp4 index is written here).
+  void close() {
+    if (!writer_.isOpened()) return;
+    writer_.release();
+    if (frames_ == 0) {
+      std::error_code ec;
+      fs::remove(path_, ec);
+    }
+  }
+
+  long long frames() const { return frames_; }
+
+ private:
+  std::string path_;
+  cv::Size size_;
+  cv::VideoWriter writer_;
+  long long frames_ = 0;
+};
+
+void make_folder(const std::string& folder, const char* what) {
+  std::error_code ec;
+  fs::create_directories(folder, ec);
+  if (ec || !fs::is_directory(folder))
+    throw output_error(std::string("cannot create ") + what + " '" + folder + "'" +
+                       (ec ? ": " + ec.message() : ""));
+}
+
+void write_image(const std::string& path, const cv::Mat& image) {
+  bool ok = false;
+  try {
+    ok = cv::imwrite(path, image);
+  } catch (const cv::Exception&) {
+  }
+  if (!ok) throw output_error("cannot write '" + path + "'");
+}
+
+// Label maps as PNG: 8-bit for up to 256 classes, else 16-bit.
+cv::Mat mask_image(const cv::Mat& labels) {
+  if (labels.depth() == CV_8U) return labels;
+  cv::Mat wide;
+  labels.convertTo(wide, CV_16U);
+  return wide;
+}
+
+bool has_image_extension(const std::string& path) {
+  std::string ext = fs::path(path).extension().string();
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" ||
+         ext == ".tiff" || ext == ".webp";
+}
+
+// "<stem>_overlay.mp4" in the current folder for a file or URL.
+std::string default_video_output(const std::string& input) {
+  std::string last = input.substr(input.find_last_of('/') + 1);
+  last = last.substr(0, last.find_first_of("?#"));
+  std::string stem = fs::path(last).stem().string();
+  for (char& c : stem)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
+  return (stem.empty() ? std::string("stream") : stem) + "_overlay.mp4";
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  return fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec);
+}
+
+std::string resolve_model(const std::string& given) {
+  if (!given.empty()) return given;
+  if (fs::exists(kDefaultModel)) return kDefaultModel;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  const fs::path beside = ec ? fs::path() : (exe.parent_path() / ".." / kDefaultModel).lexically_normal();
+  if (!beside.empty() && fs::exists(beside)) return beside.string();
+  throw emaseg::Error(emaseg::Error::Kind::kModel,
+                      std::string("no --model given and no ") + kDefaultModel +
+                          " in the current folder" +
+                          (beside.empty() ? "" : " or at " + beside.string()) +
+                          "; pass --model FILE.pt or export one with python python/export.py");
+}
+
+long peak_rss_kb() {  // VmHWM: the most resident memory this process has used
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summaries
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += char(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_latency(const emaseg::LatencySummary& s) {
+  std::ostringstream out;
+  out << "{\"count\": " << s.count << ", \"mean\": " << s.mean << ", \"p50\": " << s.p50
+      << ", \"p95\": " << s.p95 << ", \"max\": " << s.max << "}";
+  return out.str();
+}
+
+struct RunReport {
+  std::string input;
+  std::string model;
+  std::string device;
+  std::string output;    // empty: none
+  std::string mask_dir;  // empty: none
+  bool interrupted = false;
+  emaseg::PipelineStats stats;
+};
+
+void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, bool benchmark) {
+  const auto& s = r.stats;
+  std::uint64_t pixels = 0;
+  for (const auto count : s.class_pixels) pixels += count;
+  std::ostringstream out;
+  out.precision(6);
+  out << "{\n  \"input\": " << json_string(r.input) << ",\n  \"model\": " << json_string(r.model)
+      << ",\n  \"config_name\": " << json_string(meta.config_name)
+      << ",\n  \"device\": " << json_string(r.device) << ",\n  \"threads\": " << threads
+      << ",\n  \"output\": " << (r.output.empty() ? "null" : json_string(r.output))
+      << ",\n  \"mask_dir\": " << (r.mask_dir.empty() ? "null" : json_string(r.mask_dir))
+      << ",\n  \"frames\": " << s.delivered << ",\n  \"inferred\": " << s.inferred
+      << ",\n  \"reused\": " << s.reused << ",\n  \"dropped\": " << s.dropped
+      << ",\n  \"unreadable\": " << s.unreadable << ",\n  \"seconds\": " << s.seconds
+      << ",\n  \"fps\": " << (s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0)
+      << ",\n  \"interrupted\": " << (r.interrupted ? "true" : "false")
+      << ",\n  \"benchmark\": " << (benchmark ? "true" : "false")
+      << ",\n  \"model_ms\": " << json_latency(s.model_ms)
+      << ",\n  \"end_to_end_ms\": " << json_latency(s.latency_ms) << ",\n  \"class_share\": [";
+  for (std::size_t c = 0; c < s.class_pixels.size(); ++c) {
+    out << (c ? ", " : "") << "{\"id\": " << c << ", \"name\": "
+        << json_string(c < meta.class_names.size() ? meta.class_names[c] : "")
+        << ", \"share\": " << (pixels ? double(s.class_pixels[c]) / double(pixels) : 0.0) << "}";
+  }
+  const long rss = peak_rss_kb();
+  out << "],\n  \"peak_rss_mb\": ";
+  if (rss >= 0) out << double(rss) / 1024.0;
+  else out << "null";
+  out << "\n}\n";
+  std::fputs(out.str().c_str(), stdout);
+  std::fflush(stdout);
+}
+
+void print_benchmark(const RunReport& r, cv::Size size, int warmup_runs, int threads) {
+  const auto& s = r.stats;
+  std::printf("benchmark: %lld frames of %dx%d on %s, %s thread(s), after %d warm-up runs\n",
+              s.delivered, size.width, size.height, r.device.c_str(),
+              threads > 0 ? std::to_string(threads).c_str() : "default", warmup_runs);
+  std::printf("  model only  p50 %8.2f ms  p95 %8.2f ms  (%.1f fps at p50)\n", s.model_ms.p50,
+              s.model_ms.p95, s.model_ms.p50 > 0 ? 1000.0 / s.model_ms.p50 : 0.0);
+  std::printf("  end-to-end  p50 %8.2f ms  p95 %8.2f ms  throughput %.1f fps\n", s.latency_ms.p50,
+              s.latency_ms.p95, s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0);
+  std::fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int run(const CliOptions& o) {
+  if (o.threads > 0) cv::setNumThreads(o.threads);  // OpenCV's pool competes for the same cores
+
+  emaseg::Options options;
+  options.device = o.device;
+  options.half = o.fp16;
+  options.threads = o.threads;
+  const std::string model_path = resolve_model(o.model);
+  const emaseg::Segmenter segmenter(model_path, options);
+
+  // Open the input before creating any output, so a bad input leaves nothing behind.
+  const bool image_input = !o.image.empty() || !o.images.empty();
+  const std::string input = o.camera ? "camera " + std::to_string(*o.camera)
+                            : !o.video.empty() ? o.video
+                            : !o.image.empty() ? o.image
+                                               : o.images;
+  const std::unique_ptr<emaseg::FrameSource> source =
+      o.camera ? emaseg::open_camera(*o.camera)
+      : image_input ? emaseg::open_images(input)
+                    : emaseg::open_video(input);
+
+  RunReport report;
+  report.input = input;
+  report.model = model_path;
+  report.device = segmenter.device();
+
+  // Where overlays go: a video for video input, a folder (or one file) for images.
+  std::unique_ptr<OutputVideo> video;
+  std::string overlay_dir;
+  std::string overlay_file;  // --image with an image file name as --output
+  if (!image_input) {
+    std::string path = o.output;
+    if (path.empty() && !o.video.empty() && !o.benchmark) path = default_video_output(o.video);
+    if (!path.empty()) {
+      if (!o.video.empty() && same_file(path, o.video))
+        throw output_error("--output '" + path + "' is the input video");
+      const double fps = source->fps() > 0 ? source->fps() : kDefaultFps;
+      video = std::make_unique<OutputVideo>(path, fps, source->frame_size());
+      report.output = path;
+    }
+  } else if (!o.image.empty() && (o.output.empty() || has_image_extension(o.output))) {
+    overlay_file = o.output.empty() ? fs::path(o.image).stem().string() + "_overlay.png" : o.output;
+    if (same_file(overlay_file, o.image)) throw output_error("--output is the input image");
+    report.output = overlay_file;
+  } else if (!o.output.empty()) {
+    make_folder(overlay_dir = o.output, "output folder");
+    report.output = overlay_dir;
+  }
+  if (!o.mask_dir.empty()) make_folder(report.mask_dir = o.mask_dir, "mask folder");
+
+  bool window = false;
+  if (o.show) {
+    try {
+      cv::namedWindow("ema_seg", cv::WINDOW_NORMAL);
+      window = true;
+    } catch (const cv::Exception& e) {
+      throw output_error("--show cannot open a window: " + e.err);
+    }
+  }
+
+  const int warmup_runs = 3;
+  if (o.benchmark) segmenter.warmup(source->frame_size(), warmup_runs);
+
+  long long total = source->frame_count();
+  if (o.max_frames > 0 && (total < 0 || o.max_frames < total)) total = o.max_frames;
+  Progress progress(!o.quiet && !o.json, total);
+
+  emaseg::PipelineOptions pipeline;
+  pipeline.every = o.every;
+  pipeline.max_frames = o.max_frames;
+  pipeline.stop = &g_stop;
+  if (!o.quiet) {
+    pipeline.on_unreadable = [](long long index, const std::string& name) {
+      print_stderr("warning", "skipped unreadable " +
+                                  (name.empty() ? "frame " + std::to_string(index) : "'" + name + "'"));
+    };
+  }
+
+  const bool need_overlay = video || window || !overlay_dir.empty() || !overlay_file.empty();
+  long long delivered = 0;
+  const auto sink = [&](const emaseg::FrameResult& r) {
+    cv::Mat labels = r.labels;
+    if (labels.size() != r.frame.size())  // reused labels across a resolution change
+      cv::resize(r.labels, labels, r.frame.size(), 0, 0, cv::INTER_NEAREST);
+    const std::string stem = image_input ? fs::path(r.name).stem().string() : std::string();
+    if (need_overlay) {
+      const cv::Mat shown = segmenter.overlay(r.frame, labels, o.alpha);
+      if (video) video->write(shown);
+      if (!overlay_file.empty()) write_image(overlay_file, shown);
+      if (!overlay_dir.empty())
+        write_image((fs::path(overlay_dir) / (stem + "_overlay.png")).string(), shown);
+      if (window) {
+        cv::imshow("ema_seg", shown);
+        const int key = cv::waitKey(1);
+        if (key == 'q' || key == 27) return false;
+      }
+    }
+    if (!o.mask_dir.empty() && r.inferred) {
+      char name[32];
+      std::snprintf(name, sizeof name, "frame_%06lld.png", r.index);
+      const std::string file = image_input ? stem + ".png" : std::string(name);
+      write_image((fs::path(o.mask_dir) / file).string(), mask_image(labels));
+    }
+    progress.update(++delivered);
+    return true;
+  };
+
+  report.stats = emaseg::run_pipeline(segmenter, *source, sink, pipeline);
+  progress.finish();
+  if (video) video->close();  // finalise before reporting: the file is complete now
+  if (window) cv::destroyAllWindows();
+  report.interrupted = g_stop.load();
+
+  if (o.benchmark && !o.json) print_benchmark(report, source->frame_size(), warmup_runs, o.threads);
+  if (o.json) print_json(report, segmenter.metadata(), o.threads, o.benchmark);
+  if (!o.quiet && !o.json) {
+    const auto& s = report.stats;
+    std::ostringstream line;
+    line << std::fixed << std::setprecision(2);
+    line << (report.interrupted ? "interrupted after " : "done: ") << s.delivered << " frame(s) in "
+         << s.seconds << " s (" << (s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0) << " fps)";
+    if (s.dropped) line << ", " << s.dropped << " dropped";
+    if (s.unreadable) line << ", " << s.unreadable << " unreadable";
+    if (!report.output.empty()) line << " -> " << report.output;
+    std::lock_guard<std::mutex> lock(g_stderr_mutex);
+    std::fprintf(stderr, "%s\n", line.str().c_str());
+  }
+  return report.interrupted ? kExitInterrupted : kExitOk;
+}
+
+int exit_code(emaseg::Error::Kind kind) {
+  switch (kind) {
+    case emaseg::Error::Kind::kModel: return kExitModel;
+    case emaseg::Error::Kind::kDevice: return kExitDevice;
+    case emaseg::Error::Kind::kArgument: return kExitUsage;
+    case emaseg::Error::Kind::kInput: return kExitInput;
+    case emaseg::Error::Kind::kOutput: return kExitOutput;
+    case emaseg::Error::Kind::kRuntime: return kExitRuntime;
+  }
+  return kExitRuntime;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#if defined(__unix__) || defined(__APPLE__)
+  // FFmpeg logs every damaged packet on stderr; ema_seg reports skipped frames itself.
+  // OPENCV_FFMPEG_LOGLEVEL=16 in the environment brings FFmpeg's errors back.
+  setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", /*overwrite=*/0);
+#endif
+  // OpenCV warns on stderr while probing backends for an input; errors reach the user as
+  // ema_seg's own one-line messages. OPENCV_LOG_LEVEL in the environment still wins.
+  if (std::getenv("OPENCV_LOG_LEVEL") == nullptr)
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
+  CliOptions options;
+  try {
+    options = parse_args(argc, argv);
+  } catch (const UsageError& e) {
+    print_stderr("error", e.what());
+    return kExitUsage;
+  }
+  if (options.help) {
+    std::fputs(kHelp, stdout);
+    return kExitOk;
+  }
+  install_signal_handlers();
+  try {
+    return run(options);
+  } catch (const emaseg::Error& e) {
+    print_stderr("error", e.what());
+    return exit_code(e.kind());
+  } catch (const cv::Exception& e) {
+    print_stderr("error", "OpenCV: " + e.err);
+    return kExitRuntime;
+  } catch (const std::exception& e) {
+    print_stderr("error", e.what());
+    return kExitRuntime;
+  }
+}

@@ -1,0 +1,104 @@
+// ema-seg video pipeline: decode, segment and consume frames on three threads with bounded
+// queues, for files, cameras, network streams and folders of images.
+//
+//   #include <emaseg/pipeline.h>
+//
+//   emaseg::Segmenter segmenter("models/emanet_demo.pt");
+//   auto source = emaseg::open_video("street.mp4");  // or open_camera(0), open_images("dir/")
+//   cv::VideoWriter writer("out.mp4", cv::VideoWriter::fourcc('m', 'p', '4', 'v'),
+//                          source->fps(), source->frame_size());
+//   emaseg::PipelineStats stats = emaseg::run_pipeline(segmenter, *source,
+//       [&](const emaseg::FrameResult& r) {
+//         writer.write(segmenter.overlay(r.frame, r.labels));
+//         return true;  // false stops the run
+//       });
+//
+// Memory stays flat for inputs of any length: at most a few frames are in flight. Live sources
+// (cameras, streams) keep only the newest decoded frame when the model is slower than the
+// source, and count the frames they drop.
+#pragma once
+
+#include "emaseg/emaseg.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace emaseg {
+
+// Where frames come from; open_video, open_camera and open_images make the usual ones.
+class FrameSource {
+ public:
+  enum class Status { kFrame, kUnreadable, kEnd };
+  virtual ~FrameSource() = default;
+  // Next frame (BGR, CV_8UC3) and its name (the image's path; empty for video). kUnreadable:
+  // an input frame could not be decoded and was skipped (`name` says which, if known);
+  // reading may go on. Called from the pipeline's decoding thread.
+  virtual Status read(cv::Mat& frame, std::string& name) = 0;
+  // Cameras and network streams run at their own pace: the pipeline drops old frames for them.
+  virtual bool live() const = 0;
+  virtual double fps() const = 0;              // 0 when unknown
+  virtual long long frame_count() const = 0;   // -1 when unknown (cameras, live streams)
+  virtual cv::Size frame_size() const = 0;     // size of the first frame
+  virtual std::string description() const = 0;  // for messages
+};
+
+// All three throw Error(kInput) if the input cannot be opened or yields no frame at all.
+// A file path or a URL (rtsp://, http://, ...), decoded by OpenCV's FFmpeg backend. Network
+// streams without a known length (rtsp, udp, live HLS, ...) are live.
+std::unique_ptr<FrameSource> open_video(const std::string& path_or_url);
+std::unique_ptr<FrameSource> open_camera(int index);
+// A folder (its image files, sorted by name), a glob pattern ("frames/*.png") or one image.
+std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern);
+
+struct FrameResult {
+  long long index = 0;   // position in the input (dropped and unreadable frames count too)
+  std::string name;      // the image's path for image inputs, else empty
+  cv::Mat frame;         // BGR input
+  cv::Mat labels;        // its labels; for reused frames those of the last inferred frame
+  bool inferred = true;  // false: PipelineOptions::every skipped the model for this frame
+  double model_ms = 0;   // Segmenter::segment time (0 if not inferred)
+};
+
+struct PipelineOptions {
+  int every = 1;              // run the model on every Nth delivered frame; others reuse labels
+  long long max_frames = -1;  // read at most this many input frames (-1: all)
+  int queue_size = 4;         // frames buffered between stages for non-live sources
+  // Set it (e.g. from a signal handler) to stop reading; frames already read still go
+  // through the model and the sink, so outputs end cleanly.
+  const std::atomic<bool>* stop = nullptr;
+  // Told about each skipped unreadable frame, on the decoding thread.
+  std::function<void(long long index, const std::string& name)> on_unreadable;
+};
+
+struct LatencySummary {  // milliseconds, over the last 4096 frames
+  std::size_t count = 0;
+  double mean = 0, p50 = 0, p95 = 0, max = 0;
+};
+
+struct PipelineStats {
+  long long read = 0;        // frames decoded
+  long long delivered = 0;   // frames handed to the sink
+  long long inferred = 0;    // delivered frames the model ran on
+  long long reused = 0;      // delivered frames with the previous labels (every > 1)
+  long long dropped = 0;     // live frames discarded because the model was behind
+  long long unreadable = 0;  // input frames that failed to decode, skipped
+  double seconds = 0;        // wall time of run_pipeline
+  bool stopped = false;      // ended by PipelineOptions::stop or the sink, not by the input
+  std::vector<std::uint64_t> class_pixels;  // pixels per class over inferred frames
+  LatencySummary model_ms;    // Segmenter::segment, per inferred frame
+  LatencySummary latency_ms;  // decode start (live: frame arrival) to sink return, per frame
+};
+
+// Receives results in input order on the thread that called run_pipeline. False stops the run.
+using FrameSink = std::function<bool(const FrameResult&)>;
+
+// Decodes on one thread, runs the model on a second, and calls `sink` on the calling thread.
+// The first exception of any stage (model, input, sink) stops all three and is rethrown here.
+PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, const FrameSink& sink,
+                           const PipelineOptions& options = {});
+
+}  // namespace emaseg

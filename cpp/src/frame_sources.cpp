@@ -1,0 +1,235 @@
+// FrameSource implementations: OpenCV VideoCapture (files, streams, cameras) and image lists.
+#include "emaseg/pipeline.h"
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/videoio.hpp>
+#include <opencv2/videoio/registry.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+namespace emaseg {
+namespace {
+
+namespace fs = std::filesystem;
+
+// How many failed reads in a row end a video: a decoder may fail on a damaged frame and
+// recover on the next one, but a finished or broken input fails every time.
+constexpr int kMaxConsecutiveFailures = 8;
+
+bool is_url(const std::string& text) { return text.find("://") != std::string::npos; }
+
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+class VideoSource final : public FrameSource {
+ public:
+  VideoSource(cv::VideoCapture capture, std::string description, bool camera)
+      : capture_(std::move(capture)), description_(std::move(description)) {
+    fps_ = capture_.get(cv::CAP_PROP_FPS);
+    const double count = capture_.get(cv::CAP_PROP_FRAME_COUNT);
+    frame_count_ = camera || !(count > 0) ? -1 : static_cast<long long>(count);
+    live_ = camera || frame_count_ < 0 || is_live_scheme(description_);
+    // Read the first frame now: it proves the input decodes and gives the true frame size.
+    if (!next(first_))
+      throw Error(Error::Kind::kInput, description_ + " opened but no frame could be decoded");
+  }
+
+  Status read(cv::Mat& frame, std::string& name) override {
+    name.clear();
+    if (pending_unreadable_ > 0) {
+      --pending_unreadable_;
+      return Status::kUnreadable;
+    }
+    if (!first_.empty()) {
+      frame = std::move(first_);
+      first_.release();
+      return Status::kFrame;
+    }
+    if (ended_) return Status::kEnd;
+    if (!next(frame)) {
+      ended_ = true;
+      return Status::kEnd;
+    }
+    if (pending_unreadable_ > 0) {  // failures before this frame: report them first
+      first_ = std::move(frame);
+      --pending_unreadable_;
+      return Status::kUnreadable;
+    }
+    return Status::kFrame;
+  }
+
+  bool live() const override { return live_; }
+  double fps() const override { return fps_ > 0 ? fps_ : 0.0; }
+  long long frame_count() const override { return frame_count_; }
+  cv::Size frame_size() const override { return size_; }
+  std::string description() const override { return description_; }
+
+ private:
+  static bool is_live_scheme(const std::string& description) {
+    const std::string text = lower(description);
+    for (const char* scheme : {"rtsp", "rtsps", "rtmp", "rtp", "udp", "tcp", "srt"})
+      if (text.find(std::string(scheme) + "://") != std::string::npos) return true;
+    return false;
+  }
+
+  // The next decodable frame; failures in between become pending_unreadable_.
+  bool next(cv::Mat& frame) {
+    int failures = 0;
+    while (failures < kMaxConsecutiveFailures) {
+      cv::Mat decoded;  // fresh each time: queued frames must not share a buffer
+      if (capture_.read(decoded) && !decoded.empty()) {
+        if (decoded.type() != CV_8UC3) {
+          ++failures;  // e.g. a backend that ignores CONVERT_RGB
+          continue;
+        }
+        if (size_.empty()) size_ = decoded.size();
+        pending_unreadable_ += failures;
+        frame = std::move(decoded);
+        return true;
+      }
+      ++failures;
+    }
+    return false;
+  }
+
+  cv::VideoCapture capture_;
+  std::string description_;
+  double fps_ = 0;
+  long long frame_count_ = -1;
+  bool live_ = false;
+  cv::Size size_;
+  cv::Mat first_;
+  int pending_unreadable_ = 0;
+  bool ended_ = false;
+};
+
+class ImageSource final : public FrameSource {
+ public:
+  ImageSource(std::vector<std::string> paths, std::string description)
+      : paths_(std::move(paths)), description_(std::move(description)) {
+    for (first_index_ = 0; first_index_ < paths_.size(); ++first_index_) {
+      first_ = load(paths_[first_index_]);
+      if (!first_.empty()) break;
+    }
+    if (first_.empty())
+      throw Error(Error::Kind::kInput, "none of the " + std::to_string(paths_.size()) +
+                                           " image(s) of " + description_ + " could be read");
+    size_ = first_.size();
+  }
+
+  Status read(cv::Mat& frame, std::string& name) override {
+    if (next_ >= paths_.size()) return Status::kEnd;
+    name = paths_[next_];
+    if (next_ < first_index_) {  // already found unreadable while looking for the first image
+      ++next_;
+      return Status::kUnreadable;
+    }
+    frame = next_ == first_index_ ? std::move(first_) : load(name);
+    ++next_;
+    return frame.empty() ? Status::kUnreadable : Status::kFrame;
+  }
+
+  bool live() const override { return false; }
+  double fps() const override { return 0.0; }
+  long long frame_count() const override { return static_cast<long long>(paths_.size()); }
+  cv::Size frame_size() const override { return size_; }
+  std::string description() const override { return description_; }
+
+ private:
+  static cv::Mat load(const std::string& path) {
+    try {
+      return cv::imread(path, cv::IMREAD_COLOR);  // always 8-bit BGR
+    } catch (const cv::Exception&) {
+      return {};  // some codecs throw on damaged files instead of returning nothing
+    }
+  }
+
+  std::vector<std::string> paths_;
+  std::string description_;
+  cv::Size size_;
+  cv::Mat first_;
+  std::size_t first_index_ = 0;
+  std::size_t next_ = 0;
+};
+
+bool has_image_extension(const fs::path& path) {
+  static const char* extensions[] = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
+                                     ".webp", ".ppm", ".pgm", ".pnm", ".jp2", ".exr"};
+  const std::string ext = lower(path.extension().string());
+  return std::any_of(std::begin(extensions), std::end(extensions),
+                     [&ext](const char* known) { return ext == known; });
+}
+
+}  // namespace
+
+std::unique_ptr<FrameSource> open_video(const std::string& path_or_url) {
+  const bool url = is_url(path_or_url);
+  const std::string description = (url ? "stream '" : "video '") + path_or_url + "'";
+  if (!url && !fs::exists(path_or_url))
+    throw Error(Error::Kind::kInput, description + " does not exist");
+  if (!url && fs::is_directory(path_or_url))
+    throw Error(Error::Kind::kInput, description + " is a folder; use --images for folders");
+  cv::VideoCapture capture;
+  // FFmpeg handles files and network streams alike. No fallback to other backends when it
+  // fails: GStreamer, the next in line, spews warnings for inputs it cannot read either.
+  const int api = cv::videoio_registry::hasBackend(cv::CAP_FFMPEG) ? cv::CAP_FFMPEG : cv::CAP_ANY;
+  try {
+    capture.open(path_or_url, api);
+  } catch (const cv::Exception&) {
+  }
+  if (!capture.isOpened())
+    throw Error(Error::Kind::kInput,
+                "cannot open " + description +
+                    (url ? " (check the address and that the server is reachable)"
+                         : " (not a video format OpenCV's FFmpeg backend can read?)"));
+  return std::make_unique<VideoSource>(std::move(capture), description, false);
+}
+
+std::unique_ptr<FrameSource> open_camera(int index) {
+  const std::string description = "camera " + std::to_string(index);
+  cv::VideoCapture capture;
+  try {
+    capture.open(index, cv::CAP_ANY);
+  } catch (const cv::Exception&) {
+  }
+  if (!capture.isOpened())
+    throw Error(Error::Kind::kInput, "cannot open " + description +
+                                         " (is it connected, and not in use by another program?)");
+  return std::make_unique<VideoSource>(std::move(capture), description, true);
+}
+
+std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
+  std::vector<std::string> paths;
+  std::string description;
+  std::error_code ec;
+  if (fs::is_directory(folder_or_pattern, ec)) {
+    description = "folder '" + folder_or_pattern + "'";
+    for (const auto& entry : fs::directory_iterator(folder_or_pattern, ec))
+      if (entry.is_regular_file(ec) && has_image_extension(entry.path()))
+        paths.push_back(entry.path().string());
+    if (ec) throw Error(Error::Kind::kInput, "cannot list " + description + ": " + ec.message());
+  } else if (fs::is_regular_file(folder_or_pattern, ec)) {
+    description = "image '" + folder_or_pattern + "'";
+    paths.push_back(folder_or_pattern);
+  } else if (folder_or_pattern.find_first_of("*?[") != std::string::npos) {
+    description = "pattern '" + folder_or_pattern + "'";
+    std::vector<cv::String> matches;
+    try {
+      cv::glob(folder_or_pattern, matches, false);
+    } catch (const cv::Exception&) {
+    }
+    paths.assign(matches.begin(), matches.end());
+  } else {
+    throw Error(Error::Kind::kInput, "'" + folder_or_pattern + "' does not exist");
+  }
+  if (paths.empty()) throw Error(Error::Kind::kInput, "no image files in " + description);
+  std::sort(paths.begin(), paths.end());
+  return std::make_unique<ImageSource>(std::move(paths), description);
+}
+
+}  // namespace emaseg

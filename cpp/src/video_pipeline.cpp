@@ -1,0 +1,228 @@
+// run_pipeline: decoding thread -> model thread -> caller's thread, joined by bounded queues.
+#include "emaseg/pipeline.h"
+
+#include "bounded_queue.h"
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <thread>
+
+namespace emaseg {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+struct Decoded {
+  long long index = 0;
+  std::string name;
+  cv::Mat frame;
+  Clock::time_point start;
+};
+
+struct Segmented {
+  Decoded input;
+  cv::Mat labels;
+  bool inferred = false;
+  double model_ms = 0;
+};
+
+// Percentiles over a ring of the latest samples: bounded memory for endless camera runs.
+class LatencyRecorder {
+ public:
+  void add(double ms) {
+    if (samples_.size() < kCapacity) {
+      samples_.push_back(ms);
+    } else {
+      samples_[next_] = ms;
+      next_ = (next_ + 1) % kCapacity;
+    }
+  }
+
+  LatencySummary summary() const {
+    LatencySummary out;
+    if (samples_.empty()) return out;
+    std::vector<double> sorted(samples_);
+    std::sort(sorted.begin(), sorted.end());
+    const auto at = [&sorted](double q) {  // nearest rank
+      const auto rank = static_cast<std::size_t>(q * double(sorted.size() - 1) + 0.5);
+      return sorted[std::min(rank, sorted.size() - 1)];
+    };
+    out.count = sorted.size();
+    for (double v : sorted) out.mean += v;
+    out.mean /= double(sorted.size());
+    out.p50 = at(0.50);
+    out.p95 = at(0.95);
+    out.max = sorted.back();
+    return out;
+  }
+
+ private:
+  static constexpr std::size_t kCapacity = 4096;
+  std::vector<double> samples_;
+  std::size_t next_ = 0;
+};
+
+template <typename Label>
+void count_rows(const cv::Mat& labels, std::vector<std::uint64_t>& counts) {
+  const auto classes = static_cast<long long>(counts.size());
+  for (int y = 0; y < labels.rows; ++y) {
+    const Label* row = labels.ptr<Label>(y);
+    for (int x = 0; x < labels.cols; ++x) {
+      const auto label = static_cast<long long>(row[x]);
+      if (label >= 0 && label < classes) ++counts[std::size_t(label)];
+    }
+  }
+}
+
+void count_classes(const cv::Mat& labels, std::vector<std::uint64_t>& counts) {
+  if (labels.depth() == CV_8U) count_rows<std::uint8_t>(labels, counts);
+  else count_rows<std::int32_t>(labels, counts);
+}
+
+// Joins a thread whatever way the scope is left.
+class Joiner {
+ public:
+  explicit Joiner(std::thread& thread) : thread_(thread) {}
+  ~Joiner() {
+    if (thread_.joinable()) thread_.join();
+  }
+  Joiner(const Joiner&) = delete;
+  Joiner& operator=(const Joiner&) = delete;
+
+ private:
+  std::thread& thread_;
+};
+
+}  // namespace
+
+PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, const FrameSink& sink,
+                           const PipelineOptions& options) {
+  if (options.every < 1) throw Error(Error::Kind::kArgument, "every must be >= 1");
+  if (options.queue_size < 1) throw Error(Error::Kind::kArgument, "queue_size must be >= 1");
+  const auto started = Clock::now();
+  const bool live = source.live();
+  // A live source keeps one waiting frame: the newest is the one worth segmenting.
+  detail::BoundedQueue<Decoded> decoded(live ? 1 : std::size_t(options.queue_size));
+  detail::BoundedQueue<Segmented> segmented(std::size_t(options.queue_size));
+  std::atomic<bool> abort{false};  // a stage failed or the sink quit: stop without draining
+  std::atomic<bool> stopped{false};
+  std::atomic<long long> read{0}, dropped{0}, unreadable{0};
+  std::exception_ptr reader_error, model_error, sink_error;
+
+  PipelineStats stats;
+  stats.class_pixels.assign(std::size_t(segmenter.metadata().num_classes), 0);
+  LatencyRecorder model_ms, latency_ms;
+
+  std::thread reader([&] {
+    try {
+      for (long long index = 0; !abort; ++index) {
+        if (options.stop != nullptr && options.stop->load()) {
+          stopped = true;
+          break;
+        }
+        if (options.max_frames >= 0 && index >= options.max_frames) break;
+        Decoded item;
+        item.index = index;
+        item.start = Clock::now();
+        const FrameSource::Status status = source.read(item.frame, item.name);
+        if (status == FrameSource::Status::kEnd) break;
+        if (status == FrameSource::Status::kUnreadable) {
+          ++unreadable;
+          if (options.on_unreadable) options.on_unreadable(index, item.name);
+          continue;
+        }
+        ++read;
+        if (live) {
+          item.start = Clock::now();  // waiting for a camera is not processing time
+          dropped += static_cast<long long>(decoded.push_drop_oldest(std::move(item)));
+        } else if (!decoded.push(std::move(item))) {
+          break;
+        }
+      }
+    } catch (...) {
+      reader_error = std::current_exception();
+      abort = true;
+    }
+    decoded.close();
+  });
+  Joiner join_reader(reader);
+
+  std::thread model([&] {
+    try {
+      cv::Mat last_labels;
+      for (long long n = 0;; ++n) {
+        std::optional<Decoded> item = decoded.pop();
+        if (!item || abort) break;
+        Segmented out;
+        out.inferred = n % options.every == 0;
+        if (out.inferred) {
+          const auto t0 = Clock::now();
+          last_labels = segmenter.segment(item->frame);
+          out.model_ms = ms_since(t0);
+        }
+        out.labels = last_labels;
+        out.input = std::move(*item);
+        if (!segmented.push(std::move(out))) break;
+      }
+    } catch (...) {
+      model_error = std::current_exception();
+      abort = true;
+      decoded.close();  // unblock the reader
+    }
+    segmented.close();
+  });
+  Joiner join_model(model);
+
+  try {
+    while (std::optional<Segmented> item = segmented.pop()) {
+      FrameResult result;
+      result.index = item->input.index;
+      result.name = std::move(item->input.name);
+      result.frame = std::move(item->input.frame);
+      result.labels = std::move(item->labels);
+      result.inferred = item->inferred;
+      result.model_ms = item->model_ms;
+      if (result.inferred) {
+        count_classes(result.labels, stats.class_pixels);
+        model_ms.add(result.model_ms);
+        ++stats.inferred;
+      } else {
+        ++stats.reused;
+      }
+      const bool go_on = sink(result);
+      latency_ms.add(ms_since(item->input.start));
+      ++stats.delivered;
+      if (!go_on) {
+        stopped = true;
+        break;
+      }
+    }
+  } catch (...) {
+    sink_error = std::current_exception();
+  }
+  // Whatever ended the loop, release the other threads before joining them.
+  abort = true;
+  decoded.close();
+  segmented.close();
+  if (model.joinable()) model.join();
+  if (reader.joinable()) reader.join();
+
+  if (sink_error) std::rethrow_exception(sink_error);
+  if (model_error) std::rethrow_exception(model_error);
+  if (reader_error) std::rethrow_exception(reader_error);
+  stats.read = read;
+  stats.dropped = dropped;
+  stats.unreadable = unreadable;
+  stats.stopped = stopped;
+  stats.model_ms = model_ms.summary();
+  stats.latency_ms = latency_ms.summary();
+  stats.seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  return stats;
+}
+
+}  // namespace emaseg

@@ -1,0 +1,107 @@
+// metadata.json checks: a valid file parses into every field; each way a file can be wrong
+// gives Error(kModel) whose message names the problem.
+#include "check.h"
+#include "metadata.h"
+
+#include <string>
+
+using emaseg::Error;
+using emaseg::detail::parse_metadata;
+
+namespace {
+
+// What python/export.py writes (docs/model_file_format.md), for a two-class model.
+std::string valid(const std::string& replace_key = "", const std::string& with = "") {
+  std::string json = R"({
+    "format": "emaseg.torchscript", "format_version": 1, "config_name": "demo",
+    "num_classes": 2, "class_names": ["road", "caf\u00e9"], "palette": [[128, 64, 128], [0, 0, 255]],
+    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "mode": "slide",
+    "resize": {"type": "scale", "scale": [2048, 512]},
+    "slide": {"crop_size": [512, 512], "stride": [341, 341]},
+    "flip": true, "align_corners": false, "dtype": "float32", "label_dtype": "uint8",
+    "checkpoint_sha256": "abc", "torch_version": "2.13.0", "emaseg_version": "0.1.0"})";
+  if (!replace_key.empty()) {
+    // Replace `"key": <value>` up to the next top-level comma by `with` (empty: drop the key).
+    const auto start = json.find("\"" + replace_key + "\":");
+    auto end = start;
+    int depth = 0;
+    for (; end < json.size(); ++end) {
+      if (json[end] == '[' || json[end] == '{') ++depth;
+      if (json[end] == ']' || json[end] == '}') --depth;
+      if (depth == 0 && json[end] == ',') break;
+    }
+    json.replace(start, end + 1 - start, with.empty() ? "" : with + ",");
+  }
+  return json;
+}
+
+auto model_error(const std::string& fragment) {
+  return [fragment](const Error& e) {
+    return e.kind() == Error::Kind::kModel && std::string(e.what()).find(fragment) != std::string::npos;
+  };
+}
+
+}  // namespace
+
+TEST(parses_every_field) {
+  const emaseg::Metadata m = parse_metadata(valid(), "'x.pt'");
+  CHECK_EQ(m.format, std::string("emaseg.torchscript"));
+  CHECK_EQ(m.format_version, 1);
+  CHECK_EQ(m.config_name, std::string("demo"));
+  CHECK_EQ(m.num_classes, 2);
+  CHECK_EQ(m.class_names[1], std::string("caf\xc3\xa9"));
+  CHECK_EQ(int(m.palette[0][0]), 128);
+  CHECK_EQ(int(m.palette[1][2]), 255);
+  CHECK_EQ(m.mean[2], 0.406);
+  CHECK_EQ(m.stddev[0], 0.229);
+  CHECK_EQ(m.mode, std::string("slide"));
+  CHECK_EQ(m.resize_type, std::string("scale"));
+  CHECK_EQ(m.resize.size(), 2u);
+  CHECK_EQ(m.resize[0], 2048);
+  CHECK_EQ(m.slide_crop[1], 512);
+  CHECK_EQ(m.slide_stride[0], 341);
+  CHECK(m.flip);
+  CHECK(!m.align_corners);
+  CHECK_EQ(m.dtype, std::string("float32"));
+  CHECK_EQ(m.label_dtype, std::string("uint8"));
+  CHECK_EQ(m.checkpoint_sha256, std::string("abc"));
+  CHECK_EQ(m.torch_version, std::string("2.13.0"));
+  CHECK_EQ(m.emaseg_version, std::string("0.1.0"));
+  CHECK(m.json.find("\"demo\"") != std::string::npos);
+}
+
+TEST(informative_keys_are_optional) {
+  const emaseg::Metadata m = parse_metadata(valid("slide", "\"x\": 0"), "'x.pt'");
+  CHECK_EQ(m.slide_crop[0], 0);
+  const emaseg::Metadata n = parse_metadata(valid("resize", R"("resize": {"type": "short_side", "short_side": 512})"), "'x.pt'");
+  CHECK_EQ(n.resize.size(), 1u);
+  CHECK_EQ(n.resize[0], 512);
+}
+
+TEST(refuses_foreign_or_broken_metadata) {
+  CHECK_THROWS_IF(parse_metadata("not json", "'x.pt'"), Error, model_error("not valid JSON"));
+  CHECK_THROWS_IF(parse_metadata("[1]", "'x.pt'"), Error, model_error("not a JSON object"));
+  CHECK_THROWS_IF(parse_metadata(valid("format", R"("format": "other")"), "'x.pt'"), Error,
+                  model_error("expected \"emaseg.torchscript\""));
+  CHECK_THROWS_IF(parse_metadata(valid("format"), "'x.pt'"), Error, model_error("lacks the key \"format\""));
+  CHECK_THROWS_IF(parse_metadata(valid("num_classes", R"("num_classes": 2.5)"), "'x.pt'"), Error,
+                  model_error("\"num_classes\" is not an integer"));
+  CHECK_THROWS_IF(parse_metadata(valid("class_names", R"("class_names": ["road"])"), "'x.pt'"),
+                  Error, model_error("class_names"));
+  CHECK_THROWS_IF(parse_metadata(valid("palette", R"("palette": [[0, 0, 0], [0, 0, 256]])"), "'x.pt'"),
+                  Error, model_error("outside 0..255"));
+  CHECK_THROWS_IF(parse_metadata(valid("palette", R"("palette": [[0, 0], [0, 0, 1]])"), "'x.pt'"),
+                  Error, model_error("palette"));
+  CHECK_THROWS_IF(parse_metadata(valid("flip", R"("flip": "yes")"), "'x.pt'"), Error,
+                  model_error("\"flip\" is not true or false"));
+}
+
+TEST(format_version_mismatch_says_what_to_do) {
+  CHECK_THROWS_IF(parse_metadata(valid("format_version", R"("format_version": 2)"), "'x.pt'"), Error,
+                  model_error("newer ema-seg: update this runtime"));
+  CHECK_THROWS_IF(parse_metadata(valid("format_version", R"("format_version": 0)"), "'x.pt'"), Error,
+                  model_error("re-export the model"));
+  // The message names the model so a user with several files knows which one.
+  CHECK_THROWS_IF(parse_metadata(valid("format_version", R"("format_version": 2)"), "'models/a.pt'"),
+                  Error, model_error("models/a.pt"));
+}

@@ -1,0 +1,114 @@
+"""Helpers for tests of the C++ runtime: find the CLI, make models and videos, run and read them."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The CLI lands here with `cmake -S . -B build && cmake --build build -j2`; EMASEG_CLI overrides.
+CLI = Path(os.environ.get("EMASEG_CLI", REPO / "build" / "ema_seg"))
+BUILD_HINT = "cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2"
+
+# Colours (BGR) the tiny test model tells apart: background, red, green, blue.
+GREY, RED, GREEN, BLUE = (90, 90, 90), (40, 40, 230), (40, 200, 40), (230, 60, 40)
+
+
+def require_cli() -> Path:
+    """The CLI binary, or skip the calling test with the command that builds it."""
+    if not CLI.is_file():
+        pytest.skip(f"{CLI} is not built; run: {BUILD_HINT}")
+    return CLI
+
+
+def load_make_test_model():
+    """cpp/tests/make_test_model.py as a module (it writes the tiny contract model)."""
+    path = REPO / "cpp" / "tests" / "make_test_model.py"
+    spec = importlib.util.spec_from_file_location("make_test_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_frames(count: int, height: int, width: int) -> list[np.ndarray]:
+    """BGR frames with a moving block per class on grey: flat colours, so lossy codecs keep
+    the classes, and every frame differs from its neighbours."""
+    frames = []
+    block_h, block_w = max(height // 4, 2), max(width // 5, 2)
+    for i in range(count):
+        frame = np.full((height, width, 3), GREY, np.uint8)
+        for k, colour in enumerate((RED, GREEN, BLUE)):
+            y = (k * block_h + i) % (height - block_h)
+            x = (k * block_w + 3 * i) % (width - block_w)
+            frame[y:y + block_h, x:x + block_w] = colour
+        frames.append(frame)
+    return frames
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0, fourcc: str = "FFV1") -> Path:
+    """Writes frames with cv2. FFV1 (in .avi) is lossless: the CLI and the test then decode
+    identical pixels, so their labels can be compared exactly."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    assert writer.isOpened(), f"cv2 cannot write {path} with {fourcc}"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float, tuple[int, int]]:
+    """All decodable frames, the fps and (width, height) as cv2 reports them."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"cv2 cannot open {path}"
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames, fps, size
+
+
+def python_labels(model_path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The model's labels for BGR frames, computed in Python with the same TorchScript file."""
+    import torch
+
+    module = torch.jit.load(str(model_path))
+    with torch.inference_mode():
+        return [module(torch.from_numpy(frame)[None])[0].numpy() for frame in frames]
+
+
+def cli_env() -> dict[str, str]:
+    # One OpenMP thread: spinning OpenMP workers collapse throughput on shared cores.
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(require_cli()), *map(str, args)], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen([str(require_cli()), *map(str, args)], cwd=cwd, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def rss_kb(pid: int) -> int | None:
+    """Resident memory of a running process (Linux), or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
