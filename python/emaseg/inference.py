@@ -3,11 +3,14 @@
 Everything here scripts with TorchScript, so the exported file runs exactly this code.
 Images enter as uint8 (N, H, W, 3) BGR, the way OpenCV decodes them.
 """
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # only for the annotation: keeps this module free of config imports when scripted
+    from .config import Config
 
 
 def preprocess(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, bgr_to_rgb: bool) -> torch.Tensor:
@@ -108,3 +111,19 @@ def aug_sizes(h: int, w: int, test_scale: Optional[Tuple[int, int]], ratios: Lis
     """Network input sizes: the test resize of (h, w), then each multi-scale ratio of it."""
     base = rescale_size(h, w, test_scale) if test_scale is not None else (h, w)
     return [(int(base[0] * r + 0.5), int(base[1] * r + 0.5)) for r in ratios]
+
+
+def predict_logits(model: nn.Module, images: torch.Tensor, cfg: "Config", aug_ratios: Optional[List[float]] = None,
+                   flip: bool = False, mode: Optional[str] = None) -> torch.Tensor:
+    """Eager test path for uint8 BGR images (N, H, W, 3): the config's test resize, whole or
+    slide inference, optional multi-scale ratios and flip. Returns scores (N, C, H, W) at the
+    image size: logits for one pass, mean softmax for several. The exported file runs the
+    same code (`SegmentationModule`)."""
+    seg = SegInference(model, num_classes=cfg.model.num_classes, align_corners=cfg.model.align_corners,
+                       mode=mode or cfg.test.mode, crop_size=cfg.test.crop_size, stride=cfg.test.stride)
+    param = next(model.parameters())
+    mean = torch.tensor(cfg.data.mean, dtype=param.dtype, device=images.device)
+    std = torch.tensor(cfg.data.std, dtype=param.dtype, device=images.device)
+    x = preprocess(images, mean, std, cfg.data.bgr_to_rgb)
+    sizes = aug_sizes(images.shape[1], images.shape[2], cfg.data.test_scale, aug_ratios or [1.0])
+    return seg.scores(x, sizes, flip)

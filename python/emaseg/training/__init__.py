@@ -1,0 +1,1 @@
+"""Training helpers: LR schedule, torchrun set-up, logs and curves, resumable state."""

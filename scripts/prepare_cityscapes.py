@@ -1,0 +1,117 @@
+"""Writes Cityscapes' `*_gtFine_labelTrainIds.png` (19 training classes, 255 = ignore).
+
+    python scripts/prepare_cityscapes.py --data-root data/cityscapes
+
+Reads every `gtFine/<split>/<city>/*_gtFine_labelIds.png` and maps the 34 official label ids to
+train ids with cityscapesScripts' table (`labels.py`); every other id becomes 255. Files that
+already exist are skipped (idempotent; `--overwrite` redoes them), and each file is written to a
+temporary name and renamed, so an interrupted run never leaves a truncated mask behind.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+# Official label id -> train id (cityscapesScripts helpers/labels.py); ids not listed -> 255.
+ID_TO_TRAIN_ID = {
+    7: 0,    # road
+    8: 1,    # sidewalk
+    11: 2,   # building
+    12: 3,   # wall
+    13: 4,   # fence
+    17: 5,   # pole
+    19: 6,   # traffic light
+    20: 7,   # traffic sign
+    21: 8,   # vegetation
+    22: 9,   # terrain
+    23: 10,  # sky
+    24: 11,  # person
+    25: 12,  # rider
+    26: 13,  # car
+    27: 14,  # truck
+    28: 15,  # bus
+    31: 16,  # train
+    32: 17,  # motorcycle
+    33: 18,  # bicycle
+}
+
+
+def lookup_table() -> np.ndarray:
+    table = np.full(256, 255, np.uint8)
+    for label_id, train_id in ID_TO_TRAIN_ID.items():
+        table[label_id] = train_id
+    return table
+
+
+def convert_one(job: tuple[str, str]) -> str:
+    """labelIds PNG -> labelTrainIds PNG, written atomically. Returns an error message or ''."""
+    src, dst = job
+    ids = cv2.imread(src, cv2.IMREAD_UNCHANGED)
+    if ids is None or ids.ndim != 2 or ids.dtype != np.uint8:
+        return f"{src}: not a single-channel 8-bit label image"
+    ok, encoded = cv2.imencode(".png", lookup_table()[ids])
+    if not ok:
+        return f"{src}: PNG encoding failed"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".png", dir=os.path.dirname(dst))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded.tobytes())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return ""
+
+
+def find_jobs(root: Path, splits: list[str], overwrite: bool) -> tuple[list[tuple[str, str]], int]:
+    jobs, skipped = [], 0
+    for split in splits:
+        for src in sorted((root / "gtFine" / split).rglob("*_gtFine_labelIds.png")):
+            dst = src.with_name(src.name.replace("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"))
+            if dst.exists() and not overwrite:
+                skipped += 1
+                continue
+            jobs.append((str(src), str(dst)))
+    return jobs, skipped
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", required=True, help="Cityscapes root (holds gtFine/ and leftImg8bit/)")
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--overwrite", action="store_true", help="rewrite existing labelTrainIds files")
+    args = p.parse_args()
+
+    root = Path(args.data_root)
+    if not (root / "gtFine").is_dir():
+        print(f"error: expected folder {root / 'gtFine'} (Cityscapes gtFine_trainvaltest) does not exist",
+              file=sys.stderr)
+        return 1
+    jobs, skipped = find_jobs(root, [s for s in args.splits if (root / "gtFine" / s).is_dir()], args.overwrite)
+    if not jobs and not skipped:
+        print(f"error: no *_gtFine_labelIds.png under {root / 'gtFine'}", file=sys.stderr)
+        return 1
+    errors = []
+    with Pool(max(1, args.workers)) as pool:
+        for message in tqdm(pool.imap_unordered(convert_one, jobs, chunksize=8), total=len(jobs), desc="labelTrainIds"):
+            if message:
+                errors.append(message)
+    print(f"wrote {len(jobs) - len(errors)} files, skipped {skipped} existing")
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""train.py end to end on a tiny generated street-scene tree (CPU, tiny config)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import emaseg
+import fake_data
+from emaseg.checkpoint import load_checkpoint
+from emaseg.data.datasets import DatasetError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python"))
+import train  # noqa: E402
+
+torch.set_num_threads(1)
+CONFIG = "emanet_r18w8-d8_128x256_synthetic"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    fake_data.write_cityscapes(root, "train", 8, seed=0)
+    fake_data.write_cityscapes(root, "val", 2, seed=1)
+    return root
+
+
+def run(data_root: Path, work_dir: Path, *extra: str, iters: int = 6, workers: int = 0) -> torch.nn.Module:
+    args = train.get_args_parser().parse_args([
+        "--config", CONFIG, "--data-root", str(data_root), "--work-dir", str(work_dir), "--device", "cpu",
+        "--iters", str(iters), "--batch-size", "2", "--workers", str(workers), "--val-interval", "0", *extra])
+    return train.main(args)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_bit_exact(data_root, tmp_path, workers):
+    """6 straight iterations == 3, stop, resume, 3 more: weights, BN stats, EMA bases, momentum."""
+    run(data_root, tmp_path / "straight", workers=workers)
+    run(data_root, tmp_path / "split", "--stop-at", "3", workers=workers)
+    assert load_checkpoint(tmp_path / "split" / "latest.pth")["train_state"]["iteration"] == 3
+    run(data_root, tmp_path / "split", "--resume", "auto", workers=workers)
+    straight, split = (load_checkpoint(tmp_path / d / "latest.pth") for d in ("straight", "split"))
+    assert straight["train_state"]["iteration"] == split["train_state"]["iteration"] == 6
+    assert_same(straight["state_dict"], split["state_dict"])
+    momentum = [s["momentum_buffer"] for s in straight["train_state"]["optimizer"]["state"].values()]
+    momentum_split = [s["momentum_buffer"] for s in split["train_state"]["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum, momentum_split)) and momentum
+    # The resumed log reads as one run: 3 + 3 training records, no duplicates.
+    iters = [r["iter"] for r in map(json.loads, (tmp_path / "split" / "log.jsonl").read_text().splitlines())
+             if r["type"] == "train"]
+    assert iters == sorted(set(iters)) and iters[-1] == 6
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(data_root, tmp_path):
+    run(data_root, tmp_path, "--stop-at", "2")
+    latest = tmp_path / "latest.pth"
+    before = latest.read_bytes()
+    # std 0 -> inf inputs -> NaN loss at the first resumed iteration.
+    out = subprocess.run([sys.executable, str(ROOT / "python" / "train.py"), "--config", CONFIG,
+                          "--data-root", str(data_root), "--work-dir", str(tmp_path), "--device", "cpu",
+                          "--iters", "6", "--batch-size", "2", "--workers", "0", "--val-interval", "0",
+                          "--resume", "auto", "--set", "data.std=[0,0,0]"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode != 0
+    assert "error: loss is nan at iteration 3" in out.stderr
+    assert f"the last good checkpoint {latest} (iteration 2) is untouched" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert latest.read_bytes() == before
+
+
+def test_training_reduces_loss_and_validates(data_root, tmp_path):
+    args = train.get_args_parser().parse_args([
+        "--config", CONFIG, "--data-root", str(data_root), "--work-dir", str(tmp_path), "--device", "cpu",
+        "--iters", "30", "--batch-size", "2", "--workers", "0", "--val-interval", "15",
+        "--set", "schedule.log_interval=5", "schedule.lr=0.02"])
+    train.main(args)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["type"] == "train"]
+    assert len(losses) == 6
+    # Tolerance: any learning at all halves nothing this early; 15% below the start is unmistakable.
+    assert losses[-1] < 0.85 * losses[0], losses
+    vals = [r for r in records if r["type"] == "val"]
+    assert [r["iter"] for r in vals] == [15, 30] and all(0 <= r["mIoU"] <= 100 for r in vals)
+    best = load_checkpoint(tmp_path / "best.pth")
+    assert best["mIoU"] == max(r["mIoU"] for r in vals) and best["class_names"][13] == "car"
+    assert "train_state" not in best  # best.pth is a model file; latest.pth holds the resume state
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    model = emaseg.load_model(tmp_path / "latest.pth")  # latest.pth is a usable model file too
+    assert not model.training
+
+
+def test_ddp_two_processes_keep_weights_identical(data_root, tmp_path):
+    """torchrun, gloo, train.py's own loop: every parameter and the EMA bases agree across ranks."""
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        f"sys.path.insert(0, {str(ROOT / 'python')!r})\n"
+        "import train\n"
+        "torch.set_num_threads(1)\n"
+        "model = train.main(train.get_args_parser().parse_args(sys.argv[2:]))\n"
+        "torch.save(model.state_dict(), os.path.join(sys.argv[1], f\"rank{os.environ['RANK']}.pt\"))\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(port), str(script), str(tmp_path),
+                          "--config", CONFIG, "--data-root", str(data_root), "--work-dir", str(tmp_path / "wd"),
+                          "--device", "cpu", "--iters", "4", "--batch-size", "2", "--workers", "0",
+                          "--val-interval", "0"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    model = emaseg.build_model(emaseg.get_config(CONFIG))
+    params = {name for name, _ in model.named_parameters()}
+    assert_same({k: rank0[k] for k in params}, {k: rank1[k] for k in params})
+    assert torch.equal(rank0["decode_head.ema_module.bases"], rank1["decode_head.ema_module.bases"])
+    # Trained: the weights moved from the (shared) initialisation.
+    torch.manual_seed(0)
+    init = emaseg.build_model(emaseg.get_config(CONFIG)).state_dict()
+    assert not torch.equal(init["decode_head.conv_seg.weight"], rank0["decode_head.conv_seg.weight"])
+    # Rank 0 alone writes the files; its latest.pth holds both ranks' RNG states.
+    state = load_checkpoint(tmp_path / "wd" / "latest.pth")
+    assert len(state["train_state"]["rng"]) == 2
+    assert_same({k: state["state_dict"][k] for k in params}, {k: rank0[k] for k in params})
+
+
+def test_load_from_backbone_only_and_wrappers(tmp_path):
+    cfg = emaseg.get_config(CONFIG)
+    donor = emaseg.build_model(cfg)
+    bare = {k: v.clone() + 1 for k, v in donor.backbone.state_dict().items()}
+    bare["fc.weight"] = torch.zeros(10, 8)  # an ImageNet classifier: reported, ignored
+    for name, obj in {"bare": bare,
+                      "prefixed": {"state_dict": {f"backbone.{k}": v for k, v in bare.items()}, "meta": {}}}.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save(obj, path)
+        model = emaseg.build_model(cfg)
+        report = train.load_pretrained(model, str(path))
+        n_backbone = len(donor.backbone.state_dict())
+        assert report[0] == f"loaded {n_backbone} of {len(model.state_dict())} model tensors from {path}"
+        assert any("keep their initialisation" in line and "decode_head" in line for line in report)
+        assert any("ignored: 1: backbone.fc (1)" in line for line in report)
+        assert torch.equal(model.backbone.stem[0].weight, bare["stem.0.weight"])
+
+
+def test_load_from_other_num_classes_skips_classifier(tmp_path):
+    cfg = emaseg.get_config(CONFIG)
+    source = emaseg.build_model(cfg.override(["model.num_classes=21"]))
+    path = tmp_path / "voc.pth"
+    emaseg.save_checkpoint(path, source, cfg.override(["model.num_classes=21"]))
+    model = emaseg.build_model(cfg)
+    report = train.load_pretrained(model, str(path))
+    assert any("shape differs, skipped: decode_head.conv_seg.weight file (21, 32, 1, 1) vs model (19, 32, 1, 1)"
+               in line for line in report), report
+    assert torch.equal(model.backbone.stem[0].weight, source.backbone.stem[0].weight)
+
+
+def test_load_from_unrelated_file_fails(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3)}, path)
+    with pytest.raises(train.TrainingError, match="none of its 1 tensors fits the model"):
+        train.load_pretrained(emaseg.build_model(emaseg.get_config(CONFIG)), str(path))
+
+
+def test_clear_errors(data_root, tmp_path):
+    with pytest.raises(DatasetError, match="data root .*nowhere does not exist"):
+        run(tmp_path / "nowhere", tmp_path / "wd")
+    with pytest.raises(train.TrainingError, match=r"has 19 classes but config .* has 5: add --set model.num_classes=19"):
+        run(data_root, tmp_path / "wd", "--set", "model.num_classes=5")
+    with pytest.raises(train.TrainingError, match="has no training state"):
+        emaseg.save_checkpoint(tmp_path / "model.pth", emaseg.build_model(emaseg.get_config(CONFIG)),
+                               emaseg.get_config(CONFIG))
+        run(data_root, tmp_path / "wd", "--resume", str(tmp_path / "model.pth"))
+
+
+def test_poly_lr_equals_mmengine_chained_form():
+    from emaseg.training.schedule import poly_lr
+
+    base, eta_min, total, power = 0.01, 1e-4, 80, 0.9
+    lr, chained = base, [base]
+    for step in range(1, total):  # mmengine PolyLR: one multiplicative update per finished iteration
+        lr = (lr - eta_min) * (1 - 1 / (total - step + 1)) ** power + eta_min
+        chained.append(lr)
+    closed = [poly_lr(i, base_lr=base, total_iters=total, power=power, min_lr=eta_min) for i in range(total)]
+    assert closed[0] == base
+    assert closed == pytest.approx(chained, rel=1e-9, abs=0)
+    assert poly_lr(40, base_lr=base, total_iters=total, power=power, min_lr=eta_min) == pytest.approx(
+        1e-4 + (0.01 - 1e-4) * 0.5 ** 0.9)
