@@ -45,9 +45,10 @@ fi
 
 # --- C++ runtime -----------------------------------------------------------------------------------
 if [ -f CMakeLists.txt ]; then
-    if [ ! -f build/CMakeCache.txt ]; then
+    # Configure once, and again for a build/ configured before the Python module existed.
+    if [ ! -f build/CMakeCache.txt ] || ! grep -q '^EMASEG_BUILD_PYTHON:BOOL=ON' build/CMakeCache.txt; then
         log "cmake: configuring build/"
-        cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DEMASEG_PYTHON="$VPY" >/dev/null
+        cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DEMASEG_PYTHON="$VPY" -DEMASEG_BUILD_PYTHON=ON >/dev/null
     fi
     log "cmake: building"
     cmake --build build -j "${EMASEG_JOBS:-$(nproc)}" 2>&1 | grep -E "error|warning: unused|Linking|Built target" >&2 || true
