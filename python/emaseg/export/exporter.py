@@ -13,7 +13,7 @@ from typing import Any, Optional
 import torch
 
 from .. import __version__
-from ..checkpoint import CheckpointError, file_sha256, load_model
+from ..checkpoint import CheckpointError, file_sha256, load_model, publish
 from .metadata import EXTRA_FILE, FORMAT, FORMAT_VERSION, encode, read_metadata
 from .module import MIN_SIZE, ResizePolicy, SegmentationModule
 
@@ -143,7 +143,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
                                f"{r['labels_differ']} labels differ" for r in rows)
             raise ExportError(f"parity gate failed (tolerance {TOLERANCE[dtype]:g}): {report}")
         timing = _time_per_frame(loaded, device)
-        os.replace(tmp, output)
+        publish(tmp, output)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
