@@ -9,7 +9,6 @@
 #include <opencv2/highgui.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <opencv2/videoio.hpp>
 
 #include <atomic>
 #include <cctype>
@@ -297,53 +296,6 @@ emaseg::Error output_error(const std::string& message) {
   return emaseg::Error(emaseg::Error::Kind::kOutput, message);
 }
 
-// An overlay video that removes itself if no frame reached it: an mp4 without frames does
-// not play, and a failed run should not leave one behind.
-class OutputVideo {
- public:
-  OutputVideo(const std::string& path, double fps, cv::Size size) : path_(path), size_(size) {
-    try {
-      writer_.open(path, cv::CAP_FFMPEG, cv::VideoWriter::fourcc('m', 'p', '4', 'v'), fps, size);
-    } catch (const cv::Exception&) {
-    }
-    if (!writer_.isOpened())
-      throw output_error("cannot write video '" + path + "' (does its folder exist and is it "
-                         "writable? is the extension .mp4, .avi, .mov or .mkv?)");
-  }
-  OutputVideo(const OutputVideo&) = delete;
-  OutputVideo& operator=(const OutputVideo&) = delete;
-  ~OutputVideo() { close(); }
-
-  void write(const cv::Mat& frame) {
-    if (frame.size() == size_) {
-      writer_.write(frame);
-    } else {  // the input changed resolution mid-stream; the container cannot
-      cv::Mat resized;
-      cv::resize(frame, resized, size_);
-      writer_.write(resized);
-    }
-    ++frames_;
-  }
-
-  // Finalises the file (the mp4 index is written here).
-  void close() {
-    if (!writer_.isOpened()) return;
-    writer_.release();
-    if (frames_ == 0) {
-      std::error_code ec;
-      fs::remove(path_, ec);
-    }
-  }
-
-  long long frames() const { return frames_; }
-
- private:
-  std::string path_;
-  cv::Size size_;
-  cv::VideoWriter writer_;
-  long long frames_ = 0;
-};
-
 void make_folder(const std::string& folder, const char* what) {
   std::error_code ec;
   fs::create_directories(folder, ec);
@@ -524,7 +476,7 @@ int run(const CliOptions& o) {
   report.device = segmenter.device();
 
   // Where overlays go: a video for video input, a folder (or one file) for images.
-  std::unique_ptr<OutputVideo> video;
+  std::unique_ptr<emaseg::VideoOutput> video;
   std::string overlay_dir;
   std::string overlay_file;  // --image with an image file name as --output
   if (!image_input) {
@@ -534,7 +486,7 @@ int run(const CliOptions& o) {
       if (!o.video.empty() && same_file(path, o.video))
         throw output_error("--output '" + path + "' is the input video");
       const double fps = source->fps() > 0 ? source->fps() : kDefaultFps;
-      video = std::make_unique<OutputVideo>(path, fps, source->frame_size());
+      video = std::make_unique<emaseg::VideoOutput>(path, fps, source->frame_size());
       report.output = path;
     }
   } else if (!o.image.empty() && (o.output.empty() || has_image_extension(o.output))) {

@@ -11,7 +11,6 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <opencv2/videoio.hpp>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -276,54 +275,6 @@ std::string segmenter_repr(const emaseg::Segmenter& s) {
 // ---------------------------------------------------------------------------------------------
 // process_video
 
-// The overlay video; removes itself if no frame reached it, as an mp4 without frames does not play.
-class OverlayWriter {
- public:
-  OverlayWriter(const std::string& path, const std::string& fourcc, double fps, cv::Size size)
-      : path_(path), size_(size) {
-    if (fourcc.size() != 4)
-      throw Error(Error::Kind::kArgument, "fourcc must be 4 characters, got '" + fourcc + "'");
-    try {
-      writer_.open(path, cv::CAP_FFMPEG,
-                   cv::VideoWriter::fourcc(fourcc[0], fourcc[1], fourcc[2], fourcc[3]), fps, size);
-    } catch (const cv::Exception&) {
-    }
-    if (!writer_.isOpened())
-      throw Error(Error::Kind::kOutput,
-                  "cannot write video '" + path + "' with fourcc '" + fourcc + "' (does its folder "
-                  "exist and is it writable? is the extension .mp4, .avi, .mov or .mkv?)");
-  }
-  OverlayWriter(const OverlayWriter&) = delete;
-  OverlayWriter& operator=(const OverlayWriter&) = delete;
-  ~OverlayWriter() { close(); }
-
-  void write(const cv::Mat& frame) {
-    if (frame.size() == size_) {
-      writer_.write(frame);
-    } else {  // the input changed resolution mid-stream; the container cannot
-      cv::Mat resized;
-      cv::resize(frame, resized, size_);
-      writer_.write(resized);
-    }
-    ++frames_;
-  }
-
-  void close() {
-    if (!writer_.isOpened()) return;
-    writer_.release();
-    if (frames_ == 0) {
-      std::error_code ec;
-      fs::remove(path_, ec);
-    }
-  }
-
- private:
-  std::string path_;
-  cv::Size size_;
-  cv::VideoWriter writer_;
-  long long frames_ = 0;
-};
-
 py::dict latency_dict(const emaseg::LatencySummary& s) {
   return py::dict("count"_a = s.count, "mean"_a = s.mean, "p50"_a = s.p50, "p95"_a = s.p95,
                   "max"_a = s.max);
@@ -371,15 +322,14 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
         camera ? emaseg::open_camera(camera_index) : emaseg::open_video(source_name);
     frame_count = source->frame_count();
     if (max_frames && (frame_count < 0 || *max_frames < frame_count)) frame_count = *max_frames;
-    std::unique_ptr<OverlayWriter> writer;
+    std::unique_ptr<emaseg::VideoOutput> writer;
     std::error_code ec;
     if (!camera && !output_path.empty() && fs::exists(output_path, ec) &&
         fs::equivalent(output_path, source_name, ec))
       throw Error(Error::Kind::kOutput, "output '" + output_path + "' is the input video");
     if (!output_path.empty())
-      writer = std::make_unique<OverlayWriter>(output_path, fourcc,
-                                               source->fps() > 0 ? source->fps() : 30.0,
-                                               source->frame_size());
+      writer = std::make_unique<emaseg::VideoOutput>(
+          output_path, source->fps() > 0 ? source->fps() : 30.0, source->frame_size(), fourcc);
     if (!mask_path.empty()) {
       fs::create_directories(mask_path, ec);
       if (ec || !fs::is_directory(mask_path))

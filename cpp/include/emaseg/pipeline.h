@@ -5,8 +5,7 @@
 //
 //   emaseg::Segmenter segmenter("models/emanet_demo.pt");
 //   auto source = emaseg::open_video("street.mp4");  // or open_camera(0), open_images("dir/")
-//   cv::VideoWriter writer("out.mp4", cv::VideoWriter::fourcc('m', 'p', '4', 'v'),
-//                          source->fps(), source->frame_size());
+//   emaseg::VideoOutput writer("out.mp4", source->fps(), source->frame_size());
 //   emaseg::PipelineStats stats = emaseg::run_pipeline(segmenter, *source,
 //       [&](const emaseg::FrameResult& r) {
 //         writer.write(segmenter.overlay(r.frame, r.labels));
@@ -91,6 +90,28 @@ struct PipelineStats {
   std::vector<std::uint64_t> class_pixels;  // pixels per class over inferred frames
   LatencySummary model_ms;    // Segmenter::segment, per inferred frame
   LatencySummary latency_ms;  // decode start (live: frame arrival) to sink return, per frame
+};
+
+// An overlay video written through OpenCV's FFmpeg backend. It deletes its file when closed
+// without a frame: an mp4 without frames does not play, and a failed run should leave none.
+// Throws Error(kArgument) if `fourcc` is not 4 characters, Error(kOutput) if the file cannot be
+// opened for writing.
+class VideoOutput {
+ public:
+  VideoOutput(const std::string& path, double fps, cv::Size size,
+              const std::string& fourcc = "mp4v");
+  VideoOutput(const VideoOutput&) = delete;
+  VideoOutput& operator=(const VideoOutput&) = delete;
+  ~VideoOutput();  // closes
+
+  // Frames of another size (the input changed resolution mid-stream) are resized to `size`.
+  void write(const cv::Mat& frame);
+  // Finalises the file (the mp4 index is written here); later calls do nothing.
+  void close();
+
+ private:
+  struct Impl;  // keeps opencv_videoio out of the public headers
+  std::unique_ptr<Impl> impl_;
 };
 
 // Receives results in input order on the thread that called run_pipeline. False stops the run.
