@@ -82,8 +82,10 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
     """Check every argument (raising UsageError) and fill in defaults."""
     args.size = parse_size(args.size)
     for name in ("train", "val"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be a positive number of images (got {getattr(args, name)})")
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name} must be a number of images >= 0 (got {getattr(args, name)})")
+    if args.train + args.val == 0 and args.video is None:
+        raise UsageError("nothing to write: --train and --val are 0 and no --video is given")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     _check_writable_dir(Path(args.out), "--out")
@@ -126,13 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     try:
-        stats = synthetic.write_dataset(out, args.train, args.val, args.size, args.seed, progress=not args.quiet)
-        print(f"dataset: {out.resolve()}")
-        print(_summary(stats))
-        if stats["stale"]:
+        stats = None
+        if args.train + args.val > 0:  # 0 + 0: only the video
+            stats = synthetic.write_dataset(out, args.train, args.val, args.size, args.seed, progress=not args.quiet)
+            print(f"dataset: {out.resolve()}")
+            print(_summary(stats))
+        if stats is not None and stats["stale"]:
             print(f"note: {stats['stale']} other *_leftImg8bit.png files (an earlier, bigger run?) are also in "
                   f"{out}/leftImg8bit and will be read by a loader", file=sys.stderr)
         if args.video is not None:
+            Path(args.video).parent.mkdir(parents=True, exist_ok=True)
             v = synthetic.write_video(args.video, args.frames, args.fps, args.size, args.seed, progress=not args.quiet)
             print(f"video: {v['path']} ({v['frames']} frames at {v['fps']:g} fps, verified), "
                   f"labels: {v['labels']}/frame_*.png ({v['seconds']:.1f} s)")

@@ -63,6 +63,6 @@ fi
 if [ -f scripts/make_synthetic.py ] && [ ! -f data/sample/street.mp4 ]; then
     log "generating the sample video data/sample/street.mp4"
     "$VPY" scripts/make_synthetic.py --out data/sample --train 0 --val 0 --size 256x512 --seed 7 \
-        --video data/sample/street.mp4 --frames 100 --fps 10 >/dev/null
+        --video data/sample/street.mp4 --frames 100 --fps 10 --quiet >/dev/null
 fi
 log "ready"

@@ -217,7 +217,7 @@ def test_cli_bad_argument_exit_code_in_a_real_process(tmp_path):
     ["--size", "128x5000"],
     ["--size", "abc"],
     ["--size", "128x"],
-    ["--train", "0"],
+    ["--train", "-1"],
     ["--val", "-2"],
     ["--train", "many"],
     ["--seed", "-1"],
@@ -228,12 +228,13 @@ def test_cli_bad_argument_exit_code_in_a_real_process(tmp_path):
     ["--video", "{tmp}/v.avi"],
     ["--out", "{tmp}/afile/sub"],             # unwritable: a parent is a regular file
     ["--bogus"],
+    ["--train", "0", "--val", "0"],            # nothing to write
 ])
 def test_cli_bad_arguments(cli, tmp_path, capsys, extra):
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "out"
     args = ["--out", str(out), "--train", "1", "--val", "1", "--size", "64x128", "--quiet"]
-    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]  # a later flag wins
     assert cli.main(args) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
