@@ -236,3 +236,29 @@ def test_parity_gate_refuses_and_writes_nothing(reference_ckpt, tmp_path, monkey
     with pytest.raises(ExportError, match="parity gate failed"):
         export_model(reference_ckpt, out, resize=ResizePolicy("none"))
     assert not out.exists() and not list(tmp_path.glob(".m.pt*"))
+
+
+def test_slide_export_equals_evaluation_slide(tmp_path):
+    """The exported slide mode runs exactly evaluate.py's slide path (emaseg.inference.predict_logits),
+    with windows that really slide (crop 64, stride 48 on a 128x256 network input)."""
+    from emaseg.inference import predict_logits, slide_windows
+
+    torch.manual_seed(0)
+    cfg = get_config(TINY).override(["test.crop_size=[64,64]", "test.stride=[48,48]", "test.mode=slide"])
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so windows give distinct logits
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    save_checkpoint(tmp_path / "c.pth", model, cfg)
+    export_model(tmp_path / "c.pth", tmp_path / "slide.pt")
+    exported, meta = load_exported(tmp_path / "slide.pt")
+    assert meta["mode"] == "slide" and meta["slide"] == {"crop_size": [64, 64], "stride": [48, 48]}
+    assert len(slide_windows(128, 256, (64, 64), (48, 48))) == 3 * 5
+    frames = parity_frames(((2, 100, 190),), seed=4)[0]
+    with torch.no_grad():
+        expected = predict_logits(load_model(tmp_path / "c.pth"), frames, cfg)
+    got = exported.logits(frames)
+    assert (got - expected).abs().max() <= 1e-4
+    assert torch.equal(exported(frames).long(), expected.argmax(1))
