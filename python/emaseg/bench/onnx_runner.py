@@ -1,0 +1,128 @@
+"""ONNX export of the deployable module and ONNX Runtime sessions.
+
+What is exported: the whole `SegmentationModule.forward` - uint8 BGR N x H x W x 3 in, uint8
+labels N x H x W out, with BGR->RGB, normalisation, the network, the bilinear resize of the
+logits and the argmax inside the graph - so ORT does exactly the work our TorchScript file does.
+The graph is exported for one fixed input shape (the benchmark's), which lets ORT fold every
+shape computation. Either exporter may be used: `torch.onnx.export(dynamo=True)` (torch.export
++ onnxscript) or the legacy TorchScript-tracing exporter (`dynamo=False`); `export_checked`
+tries them in order and keeps the first whose ORT labels match the reference labels.
+
+This module imports torch only inside the export functions: the ORT worker does not load it.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+OPSET = 18
+EXPORTERS = ("dynamo", "legacy")
+INPUT_NAME, OUTPUT_NAME = "images", "labels"
+
+
+def export_onnx(module, example, path: str | Path, exporter: str, opset: int = OPSET) -> dict[str, Any]:
+    """Exports `module(example)` to `path` with the named exporter; returns timing and sizes."""
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
+    path = Path(path)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if exporter == "dynamo":
+            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        external_data=False, verbose=False)
+            program.save(str(path), external_data=False)
+        else:
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+    return {"exporter": exporter, "opset": opset, "seconds": time.perf_counter() - t0,
+            "bytes": path.stat().st_size}
+
+
+def make_session(path: str | Path, threads: int, optimization: str = "all"):
+    """A CPU InferenceSession with `threads` intra-op threads, one inter-op thread, sequential
+    execution, and the given graph optimisation level (basic, extended, all)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+class OrtSegmenter:
+    """`segment(frame)`: one uint8 BGR H x W x 3 frame -> H x W labels, through ORT."""
+
+    def __init__(self, path: str | Path, threads: int, optimization: str = "all") -> None:
+        self.session = make_session(path, threads, optimization)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def segment(self, frame: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(frame)[None]})[0]
+        return out[0]
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Share of pixels with equal labels; pixels that are -1 (not computed) in either are left
+    out. None when nothing is left."""
+    a, b = np.asarray(a).astype(np.int64), np.asarray(b).astype(np.int64)
+    if a.shape != b.shape:
+        return 0.0
+    valid = (a >= 0) & (b >= 0)
+    if not valid.any():
+        return None
+    return float(np.mean(a[valid] == b[valid]))
+
+
+def export_checked(module, frames: Sequence[np.ndarray], reference: Sequence[np.ndarray], path: str | Path,
+                   threads: int, exporters: Sequence[str] = EXPORTERS, min_agreement: float = 0.999
+                   ) -> dict[str, Any]:
+    """Exports with each exporter in turn until one runs in ORT and agrees with `reference`
+    labels on `frames` (share of equal pixels >= min_agreement). Returns what was tried; the
+    chosen file is at `path` ("chosen" is None when none qualified)."""
+    import torch
+
+    path = Path(path)
+    tried: list[dict[str, Any]] = []
+    example = torch.from_numpy(np.ascontiguousarray(frames[0]))[None]
+    for name in exporters:
+        attempt: dict[str, Any] = {"exporter": name}
+        tried.append(attempt)
+        candidate = path.with_name(f"{path.stem}.{name}{path.suffix}")
+        try:
+            attempt.update(export_onnx(module, example, candidate, name))
+            runner = OrtSegmenter(candidate, threads)
+            scores = [agreement(runner.segment(f), r) for f, r in zip(frames, reference)]
+            valid = [v for v in scores if v is not None]
+            attempt["label_agreement"] = min(valid) if valid else None
+            attempt["ok"] = bool(valid) and min(valid) >= min_agreement
+        except Exception as e:  # an exporter failing is a result, not a crash
+            attempt["ok"] = False
+            attempt["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            attempt["traceback_tail"] = traceback.format_exc().strip().splitlines()[-3:]
+        if attempt["ok"]:
+            candidate.replace(path)
+            return {"chosen": name, "path": str(path), "tried": tried}
+        candidate.unlink(missing_ok=True)
+    return {"chosen": None, "path": None, "tried": tried}
+
+
+def ort_version() -> Optional[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return ort.__version__
