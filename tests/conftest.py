@@ -2,8 +2,10 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("EMASEG_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
@@ -25,3 +27,24 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference folder {REFERENCE} not found (set EMASEG_REFERENCE_DIR)")
     return REFERENCE
+
+
+def eager_logits(model: torch.nn.Module, bgr: np.ndarray, network_size: tuple[int, int]) -> torch.Tensor:
+    """The checkpoint's logits for a BGR frame, written out longhand: BGR->RGB, normalise, resize
+    to the network size, the network, logits resized to the network size, then to the frame's."""
+    cfg = model.config
+    rgb = bgr[..., ::-1] if cfg.data.bgr_to_rgb else bgr
+    # Contiguous NCHW, as the exported module feeds its network: a channels-last tensor would
+    # take other convolution kernels, which round differently.
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().contiguous()
+    x = (x - torch.tensor(cfg.data.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.data.std).view(1, 3, 1, 1)
+    h, w = bgr.shape[:2]
+    if network_size != (h, w):
+        x = F.interpolate(x, size=network_size, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        out = model(x)["out"]
+    align = cfg.model.align_corners
+    out = F.interpolate(out, size=network_size, mode="bilinear", align_corners=align)
+    if network_size != (h, w):
+        out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=align)
+    return out[0]

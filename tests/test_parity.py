@@ -27,9 +27,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from conftest import ROOT, reference_fixture
+from conftest import ROOT, eager_logits, reference_fixture
 from cpp_helpers import CLI, run_cli
 
 runtime = pytest.importorskip("emaseg.runtime")
@@ -73,29 +72,6 @@ def odd_frames(seed: int, street: bool) -> list[np.ndarray]:
     from emaseg.export.exporter import parity_frames
 
     return [parity_frames(((1, h, w),), seed=seed + i)[0][0].numpy() for i, (h, w) in enumerate(SIZES)]
-
-
-
-
-def eager_logits(model: torch.nn.Module, bgr: np.ndarray, network_size: tuple[int, int]) -> torch.Tensor:
-    """The checkpoint's logits for a BGR frame, written out longhand: BGR->RGB, normalise, resize
-    to the network size, the network, logits resized to the network size, then to the frame's."""
-    cfg = model.config
-    rgb = bgr[..., ::-1] if cfg.data.bgr_to_rgb else bgr
-    # Contiguous NCHW, as the exported module feeds its network: a channels-last tensor would
-    # take other convolution kernels, which round differently.
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().contiguous()
-    x = (x - torch.tensor(cfg.data.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.data.std).view(1, 3, 1, 1)
-    h, w = bgr.shape[:2]
-    if network_size != (h, w):
-        x = F.interpolate(x, size=network_size, mode="bilinear", align_corners=False)
-    with torch.no_grad():
-        out = model(x)["out"]
-    align = cfg.model.align_corners
-    out = F.interpolate(out, size=network_size, mode="bilinear", align_corners=align)
-    if network_size != (h, w):
-        out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=align)
-    return out[0]
 
 
 def network_size(meta: dict[str, Any], h: int, w: int) -> tuple[int, int]:
