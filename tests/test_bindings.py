@@ -202,6 +202,32 @@ def test_probabilities_sum_to_one_and_match_the_file(emanet_runtime, emanet_file
     np.testing.assert_array_equal(probs.argmax(0), segmenter.segment(frame))
 
 
+@pytest.fixture(scope="module")
+def emanet_frozen(emanet, tmp_path_factory) -> Path:
+    """The same weights exported with --optimize (already frozen)."""
+    from emaseg.export import export_model
+
+    path = tmp_path_factory.mktemp("emanet_frozen") / "model.pt"
+    export_model(emanet.parent / "ckpt.pth", path, optimize=True)
+    return path
+
+
+@pytest.mark.parametrize("model", ["tiny", "emanet", "emanet_frozen"])
+def test_optimize_keeps_labels_and_probabilities(request, models, emanet_runtime, model):
+    path = models["tiny"] if model == "tiny" else request.getfixturevalue(model)
+    plain = Segmenter(path, threads=1) if model != "emanet" else emanet_runtime
+    optimized = Segmenter(path, threads=1, optimize=True)
+    assert optimized.optimize and not plain.optimize
+    for frame in frames_of((97, 131), seed=21):
+        np.testing.assert_array_equal(optimized.segment(frame), plain.segment(frame))
+        assert np.abs(optimized.probabilities(frame) - plain.probabilities(frame)).max() <= 1e-4
+    frames = frames_of((64, 96), seed=22)
+    for got, frame in zip(optimized.segment_batch(frames), frames):
+        np.testing.assert_array_equal(got, plain.segment(frame))
+    from_bytes = Segmenter.from_bytes(Path(path).read_bytes(), threads=1, optimize=True)
+    np.testing.assert_array_equal(from_bytes.segment(frames[0]), plain.segment(frames[0]))
+
+
 def test_results_own_their_memory(models):
     segmenter = Segmenter(models["tiny"], threads=1)
     frame = load_make_test_model().sample_image(48, 64)

@@ -63,6 +63,8 @@ model:
   --device DEV         cpu (default), cuda or cuda:N
   --fp16               half precision (CUDA only)
   --threads N          LibTorch and OpenCV threads (default: LibTorch's, one per core)
+  --optimize           CPU: freeze the model and repack its convolutions for oneDNN at
+                       load (about 1.25x faster, more memory); ignored on CUDA
 
 output:
   --output PATH        video/camera: overlay video (mp4v; input fps and size). Default for
@@ -112,6 +114,7 @@ struct CliOptions {
   bool show = false;
   std::string device = "cpu";
   bool fp16 = false;
+  bool optimize = false;
   int threads = 0;
   long long max_frames = -1;
   int every = 1;
@@ -168,6 +171,7 @@ CliOptions parse_args(int argc, char** argv) {
     else if (arg == "--show") o.show = flag();
     else if (arg == "--device") o.device = value();
     else if (arg == "--fp16") o.fp16 = flag();
+    else if (arg == "--optimize") o.optimize = flag();
     else if (arg == "--threads") o.threads = parse_number<int>(arg, value());
     else if (arg == "--max-frames") o.max_frames = parse_number<long long>(arg, value());
     else if (arg == "--every") o.every = parse_number<int>(arg, value());
@@ -455,6 +459,7 @@ int run(const CliOptions& o) {
   emaseg::Options options;
   options.device = o.device;
   options.half = o.fp16;
+  options.optimize = o.optimize;
   options.threads = o.threads;
   const std::string model_path = resolve_model(o.model);
   const emaseg::Segmenter segmenter(model_path, options);

@@ -220,11 +220,13 @@ py::array planes_to_numpy(const std::vector<cv::Mat>& planes, int rows, int cols
 // ---------------------------------------------------------------------------------------------
 // Segmenter
 
-emaseg::Options make_options(const std::string& device, std::optional<int> threads, bool half) {
+emaseg::Options make_options(const std::string& device, std::optional<int> threads, bool half,
+                             bool optimize) {
   emaseg::Options options;
   options.device = device;
   options.threads = threads.value_or(0);
   options.half = half;
+  options.optimize = optimize;
   return options;
 }
 
@@ -282,7 +284,8 @@ py::dict latency_dict(const emaseg::LatencySummary& s) {
 
 py::dict process_video(const py::object& input, const std::optional<fs::path>& output,
                        const py::object& model, const std::string& device,
-                       std::optional<int> threads, bool half, double alpha, int every,
+                       std::optional<int> threads, bool half, bool optimize, double alpha,
+                       int every,
                        std::optional<long long> max_frames, const std::optional<fs::path>& mask_dir,
                        const std::string& fourcc, const py::object& progress) {
   if (!(alpha >= 0.0 && alpha <= 1.0))
@@ -296,7 +299,8 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
       camera ? "camera " + std::to_string(input.cast<int>()) : path_text(input);
   const int camera_index = camera ? input.cast<int>() : -1;
 
-  // A Segmenter passed in is used as it is; a path is loaded here with device, threads, half.
+  // A Segmenter passed in is used as it is; a path is loaded here with device, threads, half,
+  // optimize.
   std::unique_ptr<emaseg::Segmenter> owned;
   const emaseg::Segmenter* segmenter = nullptr;
   if (py::isinstance<emaseg::Segmenter>(model)) {
@@ -305,7 +309,7 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
     throw py::type_error("process_video needs model=, a Segmenter or the path of an exported model");
   } else {
     const std::string path = path_text(model);
-    const emaseg::Options options = make_options(device, threads, half);
+    const emaseg::Options options = make_options(device, threads, half, optimize);
     py::gil_scoped_release release;
     owned = std::make_unique<emaseg::Segmenter>(path, options);
     segmenter = owned.get();
@@ -438,21 +442,23 @@ PYBIND11_MODULE(_runtime, m) {
   py::class_<emaseg::Segmenter>(m, "Segmenter",
                                 "An exported ema-seg model on a device; see runtime.pyi.")
       .def(py::init([](const fs::path& model_path, const std::string& device,
-                       std::optional<int> threads, bool half) {
+                       std::optional<int> threads, bool half, bool optimize) {
              const std::string path = model_path.string();
-             const emaseg::Options options = make_options(device, threads, half);
+             const emaseg::Options options = make_options(device, threads, half, optimize);
              py::gil_scoped_release release;
              return std::make_unique<emaseg::Segmenter>(path, options);
            }),
-           "model_path"_a, "device"_a = "cpu", "threads"_a = py::none(), "half"_a = false)
+           "model_path"_a, "device"_a = "cpu", "threads"_a = py::none(), "half"_a = false,
+           "optimize"_a = false)
       .def_static("from_bytes", [](const py::object& data, const std::string& device,
-                                   std::optional<int> threads, bool half) {
+                                   std::optional<int> threads, bool half, bool optimize) {
              const BytesView bytes(data);
-             const emaseg::Options options = make_options(device, threads, half);
+             const emaseg::Options options = make_options(device, threads, half, optimize);
              py::gil_scoped_release release;
              return std::make_unique<emaseg::Segmenter>(bytes.data(), bytes.size(), options);
            },
            "data"_a, "device"_a = "cpu", "threads"_a = py::none(), "half"_a = false,
+           "optimize"_a = false,
            "Loads a model from the bytes of an exported file (bytes, bytearray, memoryview).")
       .def_property_readonly("metadata", &emaseg::Segmenter::metadata,
                              py::return_value_policy::reference_internal)
@@ -462,6 +468,8 @@ PYBIND11_MODULE(_runtime, m) {
         return s.options().threads;
       })
       .def_property_readonly("half", [](const emaseg::Segmenter& s) { return s.options().half; })
+      .def_property_readonly("optimize",
+                             [](const emaseg::Segmenter& s) { return s.options().optimize; })
       .def("segment", [](const emaseg::Segmenter& s, const py::object& frame) {
         const MatView view = frame_view(frame);
         cv::Mat labels;
@@ -523,7 +531,7 @@ PYBIND11_MODULE(_runtime, m) {
 
   m.def("process_video", &process_video, "input"_a, "output"_a = py::none(), py::kw_only(),
         "model"_a, "device"_a = "cpu", "threads"_a = py::none(), "half"_a = false,
-        "alpha"_a = 0.5, "every"_a = 1, "max_frames"_a = py::none(), "mask_dir"_a = py::none(),
+        "optimize"_a = false, "alpha"_a = 0.5, "every"_a = 1, "max_frames"_a = py::none(), "mask_dir"_a = py::none(),
         "fourcc"_a = "mp4v", "progress"_a = py::none(),
         "Segments a video, stream or camera with the C++ pipeline; returns a summary dict.");
 }

@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 #include <caffe2/serialize/read_adapter_interface.h>
+#include <torch/csrc/jit/passes/frozen_graph_optimizations.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -188,6 +189,25 @@ class TorchScriptBackend final : public ModelBackend {
   torch::Device device_;
 };
 
+// Options::optimize: what torch.jit.optimize_for_inference does in Python. A module that is not
+// frozen yet (no `training` attribute left means python/export.py --optimize froze it) is frozen
+// with the extra methods preserved, and those get the same frozen-graph optimisations (BN
+// folding, ...) as forward; then convolutions become oneDNN prepacked ops in every method.
+torch::jit::Module optimize_for_cpu(torch::jit::Module module) {
+  std::vector<std::string> methods;
+  for (const char* name : {"logits", "probabilities"})
+    if (module.find_method(name)) methods.emplace_back(name);
+  if (module._ivalue()->type()->hasAttribute("training")) {
+    module.eval();
+    module = torch::jit::freeze(module, methods);  // optimises forward's graph
+    for (const auto& name : methods) {
+      auto graph = module.get_method(name).graph();
+      torch::jit::OptimizeFrozenGraph(graph, /*optimize_numerics=*/true);
+    }
+  }
+  return torch::jit::optimize_for_inference(module, methods);
+}
+
 using Loader = std::function<torch::jit::Module(torch::Device, torch::jit::ExtraFilesMap&)>;
 
 std::unique_ptr<ModelBackend> load(const Loader& loader, const std::string& source,
@@ -214,6 +234,14 @@ std::unique_ptr<ModelBackend> load(const Loader& loader, const std::string& sour
                          "model; export models with python python/export.py");
   module.eval();
   if (options.half) module.to(torch::kHalf);  // the contract: float buffers set the dtype
+  if (options.optimize && device.is_cpu()) {  // ignored on CUDA (see Options::optimize)
+    try {
+      module = optimize_for_cpu(std::move(module));
+    } catch (const std::exception& e) {
+      throw Error(Error::Kind::kModel, source + " could not be optimised for inference (load "
+                                                "it without optimize): " + first_line(e));
+    }
+  }
   return std::make_unique<TorchScriptBackend>(std::move(module), std::move(metadata), device);
 }
 

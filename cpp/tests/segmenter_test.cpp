@@ -117,6 +117,30 @@ TEST(probabilities_agree_with_labels) {
   }
 }
 
+TEST(optimize_keeps_labels_and_probabilities) {
+  const emaseg::Segmenter plain(check::test_arg(0), one_thread());
+  emaseg::Options options = one_thread();
+  options.optimize = true;
+  const emaseg::Segmenter optimized(check::test_arg(0), options);
+  CHECK(optimized.options().optimize);
+  const std::vector<char> bytes = read_file(check::test_arg(0));
+  const emaseg::Segmenter from_memory(bytes.data(), bytes.size(), options);
+  for (const unsigned seed : {11u, 12u}) {
+    const cv::Mat image = bands(24 + seed, 64, seed);
+    const cv::Mat labels = plain.segment(image);
+    CHECK(same(optimized.segment(image), labels));
+    CHECK(same(from_memory.segment(image), labels));
+    const std::vector<cv::Mat> expected = plain.probabilities(image);
+    const std::vector<cv::Mat> got = optimized.probabilities(image);
+    CHECK_EQ(got.size(), expected.size());
+    for (std::size_t c = 0; c < got.size(); ++c)
+      CHECK(cv::norm(got[c], expected[c], cv::NORM_INF) <= 1e-4);
+  }
+  const std::vector<cv::Mat> batch = {bands(24, 64, 13), bands(24, 64, 14)};
+  const std::vector<cv::Mat> batch_labels = optimized.segment_batch(batch);
+  for (std::size_t i = 0; i < batch.size(); ++i) CHECK(same(batch_labels[i], plain.segment(batch[i])));
+}
+
 TEST(colorize_uses_palette_in_bgr) {
   const emaseg::Segmenter seg(check::test_arg(0), one_thread());
   cv::Mat labels = (cv::Mat_<uchar>(1, 5) << 0, 1, 2, 3, 200);

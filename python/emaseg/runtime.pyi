@@ -77,6 +77,9 @@ class Segmenter:
         threads: LibTorch intra-op threads; None keeps LibTorch's default. Process-wide: it also
             sets torch.get_num_threads() of Python's torch, which shares the library.
         half: float16 weights and activations (CUDA only).
+        optimize: CPU only (ignored on CUDA): freeze the module and run TorchScript's
+            optimize_for_inference at load (oneDNN prepacked convolutions; about 1.25x faster
+            for R-50-D8 at 512x1024, more memory; results equal to rounding).
 
     Raises:
         Error: kind "model" (missing, not TorchScript, no metadata), "device" or "argument".
@@ -89,10 +92,11 @@ class Segmenter:
     """
 
     def __init__(self, model_path: _Path, device: str = "cpu", threads: Optional[int] = None,
-                 half: bool = False) -> None: ...
+                 half: bool = False, optimize: bool = False) -> None: ...
     @staticmethod
     def from_bytes(data: Union[bytes, bytearray, memoryview], device: str = "cpu",
-                   threads: Optional[int] = None, half: bool = False) -> Segmenter:
+                   threads: Optional[int] = None, half: bool = False,
+                   optimize: bool = False) -> Segmenter:
         """Loads a model from the bytes of an exported file (read during the call only)."""
     @property
     def metadata(self) -> Metadata: ...
@@ -103,6 +107,8 @@ class Segmenter:
     def threads(self) -> Optional[int]: ...
     @property
     def half(self) -> bool: ...
+    @property
+    def optimize(self) -> bool: ...
     def segment(self, frame: _Frame) -> npt.NDArray[Union[np.uint8, np.int32]]:
         """Labels H x W: uint8, or int32 for models with more than 256 classes."""
     def segment_batch(self, frames: Union[Iterable[_Frame], npt.NDArray[np.uint8]]
@@ -127,6 +133,7 @@ def process_video(
     device: str = "cpu",
     threads: Optional[int] = None,
     half: bool = False,
+    optimize: bool = False,
     alpha: float = 0.5,
     every: int = 1,
     max_frames: Optional[int] = None,
@@ -140,7 +147,8 @@ def process_video(
     Args:
         input: a video file, a URL (rtsp://, http://, ...) or a camera index.
         output: overlay video to write (the input's fps and size); None writes none.
-        model: a Segmenter, or the path of an exported model to load with device, threads, half.
+        model: a Segmenter, or the path of an exported model to load with device, threads, half,
+            optimize.
         alpha: overlay opacity in [0, 1].
         every: run the model on every Nth frame; the others reuse its labels.
         max_frames: read at most this many frames.

@@ -59,6 +59,11 @@ struct Options {
   // last Segmenter created sets it. The inter-op pool is sized once per process, by the first
   // Segmenter that asks for threads; later values are ignored.
   int threads = 0;
+  // CPU only: freeze the module and run TorchScript's optimize_for_inference at load (oneDNN
+  // prepacked convolutions; measured 1.26x faster for R-50-D8 at 512x1024 on 2 threads, more
+  // memory; results equal to rounding). Works on files already frozen by export.py --optimize.
+  // Ignored on CUDA devices. Loading takes longer (the weights are repacked).
+  bool optimize = false;
   int warmup_runs = 0;                   // model runs at construction, on a warmup_size frame
   cv::Size warmup_size = cv::Size(512, 512);  // (width, height), ideally the frames' size
 };
