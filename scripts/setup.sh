@@ -56,7 +56,19 @@ if [ -f CMakeLists.txt ]; then
 fi
 
 # --- bundled default: demo model exported to TorchScript, sample video ---------------------------
-if [ -f python/export.py ] && [ -f models/emanet_demo.pth ] && [ ! -f models/emanet_demo.pt ]; then
+# Re-exported when missing or made from another checkpoint (its metadata records the source's hash).
+demo_is_current() {
+    "$VPY" - <<'PY'
+import hashlib, json, sys, zipfile
+try:
+    with zipfile.ZipFile("models/emanet_demo.pt") as z:
+        meta = json.loads(z.read(next(n for n in z.namelist() if n.endswith("/extra/metadata.json"))))
+except Exception:
+    sys.exit(1)
+sys.exit(meta.get("checkpoint_sha256") != hashlib.sha256(open("models/emanet_demo.pth", "rb").read()).hexdigest())
+PY
+}
+if [ -f models/emanet_demo.pth ] && ! demo_is_current; then
     log "exporting models/emanet_demo.pth -> models/emanet_demo.pt"
     "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt
 fi
