@@ -526,6 +526,16 @@ class _Lamp(_Item):
         sp.ellipse(self.arm, self.h - 0.05, 0.35, 0.1, self.head)
 
 
+def _draw_post(item: _SignPole | _LightPole, ctx: _Ctx, dz: float) -> _Sprite | None:
+    """The straight post under a sign or a traffic light (item has x, y0, s_lo, h, w, col);
+    returns its sprite for what hangs on it, or None when it is off screen."""
+    sp = ctx.sprite(item.x, item.y0, item.s_lo + dz, item.h)
+    if sp is not None:
+        ctx.cv.begin("pole", POLE)
+        sp.rect(-item.w / 2, item.w / 2, 0, item.h, item.col)
+    return sp
+
+
 class _SignPole(_Item):
     """A pole carrying one or two traffic signs (front or back side visible)."""
 
@@ -554,11 +564,9 @@ class _SignPole(_Item):
         return _jit(rng, rim, 8), _jit(rng, inner, 8), _jit(rng, (150, 150, 152), 10)
 
     def draw(self, ctx: _Ctx, dz: float, t: float) -> None:
-        sp = ctx.sprite(self.x, self.y0, self.s_lo + dz, self.h)
+        sp = _draw_post(self, ctx, dz)
         if sp is None:
             return
-        ctx.cv.begin("pole", POLE)
-        sp.rect(-self.w / 2, self.w / 2, 0, self.h, self.col)
         ctx.cv.begin("traffic sign", TRAFFIC_SIGN)
         for shape, yc, size, front, (rim, inner, back) in self.signs:
             r = size / 2
@@ -613,11 +621,9 @@ class _LightPole(_Item):
             self.lights.append((u, housing, lit, rng.random() < 0.8))
 
     def draw(self, ctx: _Ctx, dz: float, t: float) -> None:
-        sp = ctx.sprite(self.x, self.y0, self.s_lo + dz, self.h)
+        sp = _draw_post(self, ctx, dz)
         if sp is None:
             return
-        ctx.cv.begin("pole", POLE)
-        sp.rect(-self.w / 2, self.w / 2, 0, self.h, self.col)
         if self.mast:
             sp.line((0, self.h - 0.3), (self.arm, self.h - 0.3), 0.12, self.col)
         ctx.cv.begin("traffic light", TRAFFIC_LIGHT)
