@@ -367,27 +367,22 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
         else:
             log(f"  {name}: skipped ({res.get('error')})")
 
+    # Rows that only time one model file in a worker: name -> (worker backend, file, warm-up runs).
+    file_rows = {
+        "eager": ("eager", checkpoint, ow),
+        "eager_cl": ("eager_cl", checkpoint, ow),
+        "torchscript": ("torchscript", pt("plain"), tw),
+        "torchscript_frozen": ("torchscript", pt("frozen"), tw),
+        "torchscript_ofi": ("torchscript_ofi", pt("frozen"), tw),
+        "torchscript_bf16": ("torchscript", pt("bf16"), tw),
+        "cpp": ("cpp", main_file, tw),
+        "cpp_frozen": ("cpp", pt("frozen"), tw),
+        "cpp_bf16": ("cpp", pt("bf16"), tw),
+        "cpp_bf16_cl": ("cpp", pt("bf16_cl"), tw),
+    }
     for name in backends:
-        if name == "eager":
-            worker_row(name, "eager", checkpoint, ow)
-        elif name == "eager_cl":
-            worker_row(name, "eager_cl", checkpoint, ow)
-        elif name == "torchscript":
-            worker_row(name, "torchscript", pt("plain"), tw)
-        elif name == "torchscript_frozen":
-            worker_row(name, "torchscript", pt("frozen"), tw)
-        elif name == "torchscript_ofi":
-            worker_row(name, "torchscript_ofi", pt("frozen"), tw)
-        elif name == "torchscript_bf16":
-            worker_row(name, "torchscript", pt("bf16"), tw)
-        elif name == "cpp":
-            worker_row(name, "cpp", main_file, tw)
-        elif name == "cpp_frozen":
-            worker_row(name, "cpp", pt("frozen"), tw)
-        elif name == "cpp_bf16":
-            worker_row(name, "cpp", pt("bf16"), tw)
-        elif name == "cpp_bf16_cl":
-            worker_row(name, "cpp", pt("bf16_cl"), tw)
+        if name in file_rows:
+            worker_row(name, *file_rows[name])
         elif name == "onnxruntime":
             if "eager" not in labels:
                 rows[name] = {"ok": False, "error": "needs the eager row's labels to verify the export"}
