@@ -77,29 +77,27 @@ class SegmentationModule(nn.Module):
         if images.shape[0] < 1 or images.shape[1] < 1 or images.shape[2] < 1:
             raise ValueError(f"empty image batch {list(images.shape)}")
 
-    def _scores(self, images: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-        """Logits (False) or mean probabilities (True, with flip) at the frame size."""
+    def _scores(self, images: torch.Tensor) -> torch.Tensor:
+        """At the frame size: logits, or with flip the mean probabilities."""
         self._check(images)
         size = self.network_size(images.shape[1], images.shape[2])
         if size[0] < self.min_size or size[1] < self.min_size:
             raise ValueError(f"network input {size[0]}x{size[1]} is smaller than {self.min_size}x{self.min_size}")
         x = preprocess(images, self.mean, self.std, self.bgr_to_rgb)
         sizes: List[Tuple[int, int]] = [size]
-        return self.seg.scores(x, sizes, self.flip), self.flip
+        return self.seg.scores(x, sizes, self.flip)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        scores, _ = self._scores(images)
-        labels = scores.argmax(dim=1)                                  # (N, H, W)
+        labels = self._scores(images).argmax(dim=1)                                  # (N, H, W)
         return labels.to(torch.uint8) if self.label_uint8 else labels
 
     @torch.jit.export
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """What argmax is taken over, at the frame size: logits, or with flip the mean softmax."""
-        scores, _ = self._scores(images)
-        return scores.float()                                          # (N, C, H, W)
+        return self._scores(images).float()                                          # (N, C, H, W)
 
     @torch.jit.export
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        scores, are_probs = self._scores(images)
-        probs = scores if are_probs else scores.softmax(dim=1)
+        scores = self._scores(images)
+        probs = scores if self.flip else scores.softmax(dim=1)
         return probs.float()                                           # (N, C, H, W)
