@@ -1,10 +1,13 @@
 """Helpers for tests of the C++ runtime: find the CLI, make models and videos, run and read them."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -112,3 +115,28 @@ def rss_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, free_bytes: int) -> Iterator[Path]:
+    """A real file system that fills up: a tmpfs mounted on `folder` (needs root), pre-filled
+    so that about `free_bytes` remain. Outside CI a machine without root skips the test; in CI
+    (CI=true, where the tests run as root) failing to mount is an error, not a skip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs on {folder}: {mounted.stderr.strip()}")
+        pytest.skip(f"a full-disk test needs root to mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        filler = folder / ".filler"
+        filler.write_bytes(b"\0" * max(shutil.disk_usage(folder).free - free_bytes, 0))
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files the runtime left in `folder` (hidden names with .tmp in them)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and ".tmp" in p.name)

@@ -303,7 +303,9 @@ ERRORS = [
     ("future", {}, "model", "format_version 2"),
     ("tiny", {"device": "gpu"}, "argument", "unknown device 'gpu'"),
     ("tiny", {"half": True}, "argument", "half precision needs a CUDA device"),
-    ("tiny", {"threads": -1}, "argument", "threads must be >= 0"),
+    ("tiny", {"threads": -1}, "argument", "threads must lie in 0.."),
+    ("tiny", {"threads": 100000}, "argument", "threads must lie in 0.."),
+    ("tiny", {"max_pixels": -1}, "argument", "max_pixels must be >= 0"),
     ("tiny", {"device": "cuda"}, "device", "CUDA is not available"),
 ]
 

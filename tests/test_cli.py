@@ -206,10 +206,10 @@ def test_images_folder_writes_masks_and_overlays(tmp_path, models):
 
     result = run_cli("--model", models["tiny"], "--images", folder, "--mask-dir", masks,
                      "--output", overlays, "--threads", "1", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 7, result.stderr  # some images failed, the others are done
     summary = json.loads(result.stdout)
-    assert (summary["frames"], summary["unreadable"]) == (2, 1)
-    assert "broken.png" in result.stderr  # the warning names the file
+    assert (summary["frames"], summary["unreadable"], summary["failed"]) == (2, 1, 0)
+    assert "broken.png" in result.stderr  # the error names the file
     assert sorted(p.name for p in masks.iterdir()) == ["a.png", "b.png"]
     assert sorted(p.name for p in overlays.iterdir()) == ["a_overlay.png", "b_overlay.png"]
     for stem, image in images.items():
@@ -299,7 +299,7 @@ def test_help_documents_exit_codes():
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_leaves_a_playable_video(tmp_path, models, signum):
+def test_signal_keeps_a_playable_partial_video(tmp_path, models, signum):
     total = 120
     video = write_video(tmp_path / "long.avi", synthetic_frames(total, HEIGHT, WIDTH), FPS)
     out, masks = tmp_path / "out.mp4", tmp_path / "masks"
@@ -315,9 +315,13 @@ def test_signal_leaves_a_playable_video(tmp_path, models, signum):
 
     assert process.returncode == 130, stderr
     summary = json.loads(stdout)
-    assert summary["interrupted"] is True
+    assert summary["interrupted"] is True and summary["partial"] is True
     assert 5 <= summary["frames"] < total
-    written, fps, size = read_video(out)
+    # Not under the final name, where it would pass for a finished run, but beside it.
+    partial = tmp_path / "out.partial.mp4"
+    assert summary["output"] == str(partial)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.avi", "masks", "out.partial.mp4"]
+    written, fps, size = read_video(partial)
     assert len(written) == summary["frames"]  # every frame done so far, in a playable file
     assert size == (WIDTH, HEIGHT)
     assert fps == pytest.approx(FPS, abs=1e-3)

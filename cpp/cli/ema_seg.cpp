@@ -2,6 +2,7 @@
 // exported ema-seg model. One file: options, a flat argument parser, main. `ema_seg --help`
 // lists everything; the exit codes below are part of the interface (scripts test them).
 #include <emaseg/emaseg.h>
+#include <emaseg/outputs.h>
 #include <emaseg/pipeline.h>
 
 #include <opencv2/core/utility.hpp>
@@ -41,6 +42,7 @@ enum ExitCode : int {
   kExitInput = 4,    // video, camera, stream or images cannot be opened
   kExitOutput = 5,   // output video, image folder or mask folder cannot be written
   kExitDevice = 6,   // requested device unavailable (e.g. --device cuda without CUDA)
+  kExitSomeFailed = 7,  // --image/--images: some images failed (each named on stderr), the rest done
   kExitInterrupted = 130,  // SIGINT/SIGTERM: outputs were finished and closed first
 };
 
@@ -54,7 +56,7 @@ Semantic segmentation with an exported ema-seg model (python python/export.py).
 input (exactly one):
   --video PATH|URL     video file or network stream (rtsp://, http://, ...) via FFmpeg
   --camera N           camera index N
-  --image PATH         one image
+  --image FILE         one image file
   --images DIR|GLOB    every image in DIR (sorted by name), or a pattern like 'dir/*.png'
 
 model:
@@ -62,7 +64,10 @@ model:
                        folder, else in <folder of ema_seg>/../models)
   --device DEV         cpu (default), cuda or cuda:N
   --fp16               half precision (CUDA only)
-  --threads N          LibTorch and OpenCV threads (default: LibTorch's, one per core)
+  --threads N          LibTorch and OpenCV threads, 1 to 4 x the hardware threads
+                       (default: LibTorch's, one per core)
+  --max-pixels MPX     refuse frames larger than MPX megapixels (default 40, 8K UHD fits;
+                       0: no limit); in --images runs such images are skipped and named
   --optimize           CPU: freeze the model and repack its convolutions for oneDNN at
                        load (about 1.25x faster, more memory); ignored on CUDA
 
@@ -76,7 +81,12 @@ output:
                        overlays unless given.
   --mask-dir DIR       label PNGs (pixel value = class id; 16-bit beyond 256 classes):
                        frame_%06d.png (input frame index) for video, <stem>.png for images;
-                       written for frames the model ran on (see --every)
+                       written for frames the model ran on (see --every). Images whose
+                       names share a stem (a.png, a.jpg) get a_png.png and a_jpg.png.
+  Outputs never overwrite an input (any spelling: path, file:// URL, link): such a run is
+  refused before it starts. Every file appears under its name only when complete and
+  checked (a video when it plays back with every frame); a failed or killed run leaves
+  none. An interrupted video is kept as <stem>.partial.mp4.
   --alpha A            overlay opacity in [0, 1] (default 0.5)
   --show               show the overlay in a window (q or Esc stops)
 
@@ -93,13 +103,15 @@ run:
 
 Cameras and live streams keep only the newest frame when the model is slower than the
 source; the frames skipped that way are counted as "dropped". Frames that fail to decode
-are skipped and counted as "unreadable". Ctrl-C (SIGINT) or SIGTERM stops reading, finishes
-the frames in flight and closes the outputs, so the video stays playable; a second one
-quits at once. FFmpeg's decoder messages and OpenCV's warnings are silenced;
-OPENCV_FFMPEG_LOGLEVEL=16 and OPENCV_LOG_LEVEL=INFO bring them back.
+are skipped and counted as "unreadable"; in --images runs an unreadable or refused image is
+named on stderr, the others are processed, and the exit code is 7. Ctrl-C (SIGINT) or
+SIGTERM stops reading, finishes the frames in flight and keeps the playable video as
+<stem>.partial.mp4; a second one quits at once and removes it. FFmpeg's decoder messages
+and OpenCV's warnings are silenced; OPENCV_FFMPEG_LOGLEVEL=16 and OPENCV_LOG_LEVEL=INFO
+bring them back.
 
 exit codes: 0 ok, 1 runtime error, 2 usage error, 3 model error, 4 input error,
-            5 output error, 6 device error, 130 interrupted
+            5 output error, 6 device error, 7 some images failed, 130 interrupted
 )";
 
 struct CliOptions {
@@ -116,6 +128,7 @@ struct CliOptions {
   bool fp16 = false;
   bool optimize = false;
   int threads = 0;
+  double max_megapixels = 40.0;
   long long max_frames = -1;
   int every = 1;
   bool benchmark = false;
@@ -173,6 +186,7 @@ CliOptions parse_args(int argc, char** argv) {
     else if (arg == "--fp16") o.fp16 = flag();
     else if (arg == "--optimize") o.optimize = flag();
     else if (arg == "--threads") o.threads = parse_number<int>(arg, value());
+    else if (arg == "--max-pixels") o.max_megapixels = parse_number<double>(arg, value());
     else if (arg == "--max-frames") o.max_frames = parse_number<long long>(arg, value());
     else if (arg == "--every") o.every = parse_number<int>(arg, value());
     else if (arg == "--benchmark") o.benchmark = flag();
@@ -189,7 +203,11 @@ CliOptions parse_args(int argc, char** argv) {
                                  : "give exactly one of --video, --camera, --image, --images");
   if (o.camera && *o.camera < 0) throw UsageError("--camera expects an index >= 0");
   if (!(o.alpha >= 0.0 && o.alpha <= 1.0)) throw UsageError("--alpha must lie in [0, 1]");
-  if (o.threads < 0) throw UsageError("--threads must be >= 0");
+  if (o.threads < 0 || o.threads > emaseg::max_threads())
+    throw UsageError("--threads must lie in 1.." + std::to_string(emaseg::max_threads()) +
+                     " (4 x the hardware threads), got " + std::to_string(o.threads));
+  if (!(o.max_megapixels >= 0.0 && o.max_megapixels < 1e6))
+    throw UsageError("--max-pixels expects megapixels >= 0 (0: no limit)");
   if (o.every < 1) throw UsageError("--every must be >= 1");
   if (o.max_frames == 0 || o.max_frames < -1) throw UsageError("--max-frames must be >= 1");
   if (o.every > 1 && (!o.image.empty() || !o.images.empty()))
@@ -203,26 +221,46 @@ CliOptions parse_args(int argc, char** argv) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Signals: the handler only sets a flag (async-signal-safe); the pipeline polls it. The
-// handler resets itself, so a second Ctrl-C kills a run that is stuck, e.g. on a network read.
+// Signals: the first only sets a flag (async-signal-safe); the pipeline polls it. A second one
+// quits at once, for a run that is stuck (e.g. on a network read): it removes the temporary
+// video first (unlink is async-signal-safe), then dies of the signal as usual.
 
 std::atomic<bool> g_stop{false};
 static_assert(std::atomic<bool>::is_always_lock_free);
+constexpr int kMaxTempFiles = 4;
+char g_temp_files[kMaxTempFiles][4096];  // written before the handlers can see them
+std::atomic<int> g_temp_count{0};
 
-extern "C" void on_signal(int) { g_stop.store(true); }
+extern "C" void on_signal(int signum) {
+  if (!g_stop.exchange(true)) return;
+#if defined(__unix__) || defined(__APPLE__)
+  for (int i = 0; i < g_temp_count.load(); ++i) unlink(g_temp_files[i]);
+#endif
+  std::signal(signum, SIG_DFL);
+  std::raise(signum);
+}
 
 void install_signal_handlers() {
 #if defined(__unix__) || defined(__APPLE__)
   struct sigaction action = {};
   action.sa_handler = on_signal;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESETHAND;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
 #else
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
 #endif
+}
+
+// Tells the second-signal path which temporary files to remove.
+void register_temp_files(const std::vector<std::string>& files) {
+  int count = 0;
+  for (const auto& file : files) {
+    if (count == kMaxTempFiles || file.size() >= sizeof g_temp_files[0]) break;
+    std::snprintf(g_temp_files[count++], sizeof g_temp_files[0], "%s", file.c_str());
+  }
+  g_temp_count.store(count);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,42 +334,6 @@ class Progress {
 // ---------------------------------------------------------------------------------------------
 // Outputs
 
-emaseg::Error output_error(const std::string& message) {
-  return emaseg::Error(emaseg::Error::Kind::kOutput, message);
-}
-
-void make_folder(const std::string& folder, const char* what) {
-  std::error_code ec;
-  fs::create_directories(folder, ec);
-  if (ec || !fs::is_directory(folder))
-    throw output_error(std::string("cannot create ") + what + " '" + folder + "'" +
-                       (ec ? ": " + ec.message() : ""));
-}
-
-void write_image(const std::string& path, const cv::Mat& image) {
-  bool ok = false;
-  try {
-    ok = cv::imwrite(path, image);
-  } catch (const cv::Exception&) {
-  }
-  if (!ok) throw output_error("cannot write '" + path + "'");
-}
-
-// Label maps as PNG: 8-bit for up to 256 classes, else 16-bit.
-cv::Mat mask_image(const cv::Mat& labels) {
-  if (labels.depth() == CV_8U) return labels;
-  cv::Mat wide;
-  labels.convertTo(wide, CV_16U);
-  return wide;
-}
-
-bool has_image_extension(const std::string& path) {
-  std::string ext = fs::path(path).extension().string();
-  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" ||
-         ext == ".tiff" || ext == ".webp";
-}
-
 // "<stem>_overlay.mp4" in the current folder for a file or URL.
 std::string default_video_output(const std::string& input) {
   std::string last = input.substr(input.find_last_of('/') + 1);
@@ -340,11 +342,6 @@ std::string default_video_output(const std::string& input) {
   for (char& c : stem)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
   return (stem.empty() ? std::string("stream") : stem) + "_overlay.mp4";
-}
-
-bool same_file(const std::string& a, const std::string& b) {
-  std::error_code ec;
-  return fs::exists(a, ec) && fs::exists(b, ec) && fs::equivalent(a, b, ec);
 }
 
 std::string resolve_model(const std::string& given) {
@@ -403,6 +400,7 @@ struct RunReport {
   std::string output;    // empty: none
   std::string mask_dir;  // empty: none
   bool interrupted = false;
+  bool partial = false;  // `output` is the interrupted run's <stem>.partial video
   emaseg::PipelineStats stats;
 };
 
@@ -419,9 +417,11 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
       << ",\n  \"mask_dir\": " << (r.mask_dir.empty() ? "null" : json_string(r.mask_dir))
       << ",\n  \"frames\": " << s.delivered << ",\n  \"inferred\": " << s.inferred
       << ",\n  \"reused\": " << s.reused << ",\n  \"dropped\": " << s.dropped
-      << ",\n  \"unreadable\": " << s.unreadable << ",\n  \"seconds\": " << s.seconds
+      << ",\n  \"unreadable\": " << s.unreadable << ",\n  \"failed\": " << s.failed
+      << ",\n  \"seconds\": " << s.seconds
       << ",\n  \"fps\": " << (s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0)
       << ",\n  \"interrupted\": " << (r.interrupted ? "true" : "false")
+      << ",\n  \"partial\": " << (r.partial ? "true" : "false")
       << ",\n  \"benchmark\": " << (benchmark ? "true" : "false")
       << ",\n  \"model_ms\": " << json_latency(s.model_ms)
       << ",\n  \"end_to_end_ms\": " << json_latency(s.latency_ms) << ",\n  \"class_share\": [";
@@ -461,6 +461,7 @@ int run(const CliOptions& o) {
   options.half = o.fp16;
   options.optimize = o.optimize;
   options.threads = o.threads;
+  options.max_pixels = static_cast<long long>(o.max_megapixels * 1e6);
   const std::string model_path = resolve_model(o.model);
   const emaseg::Segmenter segmenter(model_path, options);
 
@@ -471,38 +472,36 @@ int run(const CliOptions& o) {
                             : !o.image.empty() ? o.image
                                                : o.images;
   const std::unique_ptr<emaseg::FrameSource> source =
-      o.camera ? emaseg::open_camera(*o.camera)
-      : image_input ? emaseg::open_images(input)
-                    : emaseg::open_video(input);
+      o.camera         ? emaseg::open_camera(*o.camera)
+      : !o.image.empty() ? emaseg::open_image(o.image)
+      : image_input      ? emaseg::open_images(o.images)
+                         : emaseg::open_video(o.video);
 
   RunReport report;
   report.input = input;
   report.model = model_path;
   report.device = segmenter.device();
 
-  // Where overlays go: a video for video input, a folder (or one file) for images.
-  std::unique_ptr<emaseg::VideoOutput> video;
-  std::string overlay_dir;
-  std::string overlay_file;  // --image with an image file name as --output
+  // Where overlays go: a video for video input, a folder or one file for images.
+  emaseg::OutputOptions out;
+  out.alpha = o.alpha;
+  out.default_fps = kDefaultFps;
+  out.mask_dir = o.mask_dir;
   if (!image_input) {
-    std::string path = o.output;
-    if (path.empty() && !o.video.empty() && !o.benchmark) path = default_video_output(o.video);
-    if (!path.empty()) {
-      if (!o.video.empty() && same_file(path, o.video))
-        throw output_error("--output '" + path + "' is the input video");
-      const double fps = source->fps() > 0 ? source->fps() : kDefaultFps;
-      video = std::make_unique<emaseg::VideoOutput>(path, fps, source->frame_size());
-      report.output = path;
-    }
-  } else if (!o.image.empty() && (o.output.empty() || has_image_extension(o.output))) {
-    overlay_file = o.output.empty() ? fs::path(o.image).stem().string() + "_overlay.png" : o.output;
-    if (same_file(overlay_file, o.image)) throw output_error("--output is the input image");
-    report.output = overlay_file;
-  } else if (!o.output.empty()) {
-    make_folder(overlay_dir = o.output, "output folder");
-    report.output = overlay_dir;
+    out.video = o.output;
+    if (out.video.empty() && !o.video.empty() && !o.benchmark) out.video = default_video_output(o.video);
+  } else if (!o.image.empty() && (o.output.empty() || cv::haveImageWriter(o.output))) {
+    out.overlay_file = o.output.empty() ? fs::path(o.image).stem().string() + "_overlay.png" : o.output;
+  } else {
+    out.overlay_dir = o.output;
   }
-  if (!o.mask_dir.empty()) make_folder(report.mask_dir = o.mask_dir, "mask folder");
+  emaseg::RunOutputs outputs(segmenter, *source, out);  // refuses to overwrite any input
+  register_temp_files(outputs.temp_files());
+  report.output = !out.video.empty() ? out.video : !out.overlay_file.empty() ? out.overlay_file
+                                                                               : out.overlay_dir;
+  report.mask_dir = out.mask_dir;
+  if (!o.quiet)
+    for (const auto& note : outputs.notes()) print_stderr("note", note);
 
   bool window = false;
   if (o.show) {
@@ -510,7 +509,7 @@ int run(const CliOptions& o) {
       cv::namedWindow("ema_seg", cv::WINDOW_NORMAL);
       window = true;
     } catch (const cv::Exception& e) {
-      throw output_error("--show cannot open a window: " + e.err);
+      throw emaseg::Error(emaseg::Error::Kind::kOutput, "--show cannot open a window: " + e.err);
     }
   }
 
@@ -525,63 +524,68 @@ int run(const CliOptions& o) {
   pipeline.every = o.every;
   pipeline.max_frames = o.max_frames;
   pipeline.stop = &g_stop;
-  if (!o.quiet) {
-    pipeline.on_unreadable = [](long long index, const std::string& name) {
-      print_stderr("warning", "skipped unreadable " +
-                                  (name.empty() ? "frame " + std::to_string(index) : "'" + name + "'"));
-    };
-  }
+  // Each bad image of a batch is named, even with --quiet: the exit code alone cannot say which.
+  pipeline.on_unreadable = [&o, image_input](long long index, const std::string& name) {
+    if (image_input) print_stderr("error", "cannot read image '" + name + "'; skipped");
+    else if (!o.quiet) print_stderr("warning", "skipped unreadable frame " + std::to_string(index));
+  };
+  pipeline.on_frame_error = [](long long, const std::string& name, const std::string& message) {
+    print_stderr("error", "'" + name + "': " + message + "; skipped");
+  };
 
-  const bool need_overlay = video || window || !overlay_dir.empty() || !overlay_file.empty();
   long long delivered = 0;
   const auto sink = [&](const emaseg::FrameResult& r) {
-    cv::Mat labels = r.labels;
-    if (labels.size() != r.frame.size())  // reused labels across a resolution change
-      cv::resize(r.labels, labels, r.frame.size(), 0, 0, cv::INTER_NEAREST);
-    const std::string stem = image_input ? fs::path(r.name).stem().string() : std::string();
-    if (need_overlay) {
-      const cv::Mat shown = segmenter.overlay(r.frame, labels, o.alpha);
-      if (video) video->write(shown);
-      if (!overlay_file.empty()) write_image(overlay_file, shown);
-      if (!overlay_dir.empty())
-        write_image((fs::path(overlay_dir) / (stem + "_overlay.png")).string(), shown);
-      if (window) {
-        cv::imshow("ema_seg", shown);
-        const int key = cv::waitKey(1);
-        if (key == 'q' || key == 27) return false;
-      }
-    }
-    if (!o.mask_dir.empty() && r.inferred) {
-      char name[32];
-      std::snprintf(name, sizeof name, "frame_%06lld.png", r.index);
-      const std::string file = image_input ? stem + ".png" : std::string(name);
-      write_image((fs::path(o.mask_dir) / file).string(), mask_image(labels));
+    cv::Mat shown;
+    if (outputs.needs_overlay() || window) shown = segmenter.overlay(r.frame, r.labels, o.alpha);
+    outputs.write(r, shown);
+    if (window) {
+      cv::imshow("ema_seg", shown);
+      const int key = cv::waitKey(1);
+      if (key == 'q' || key == 27) return false;
     }
     progress.update(++delivered);
     return true;
   };
 
-  report.stats = emaseg::run_pipeline(segmenter, *source, sink, pipeline);
+  try {
+    report.stats = emaseg::run_pipeline(segmenter, *source, sink, pipeline);
+  } catch (const emaseg::Error& e) {
+    progress.finish();
+    // `outputs` deletes the unfinished video on the way out; say so, lest the user look for it.
+    throw emaseg::Error(e.kind(), std::string(e.what()) +
+                                      (out.video.empty() ? "" : "; no video was written"));
+  }
   progress.finish();
-  if (video) video->close();  // finalise before reporting: the file is complete now
-  if (window) cv::destroyAllWindows();
   report.interrupted = g_stop.load();
+  if (report.interrupted) {
+    const std::string kept = outputs.finish_partial();
+    report.output = kept;
+    report.partial = !kept.empty();
+  } else {
+    outputs.finish();  // complete and checked before the summary says it is there
+  }
+  register_temp_files({});
+  if (window) cv::destroyAllWindows();
 
   if (o.benchmark && !o.json) print_benchmark(report, source->frame_size(), warmup_runs, o.threads);
   if (o.json) print_json(report, segmenter.metadata(), o.threads, o.benchmark);
+  const auto& s = report.stats;
+  const long long bad_images = image_input ? s.unreadable + s.failed : 0;
   if (!o.quiet && !o.json) {
-    const auto& s = report.stats;
     std::ostringstream line;
     line << std::fixed << std::setprecision(2);
     line << (report.interrupted ? "interrupted after " : "done: ") << s.delivered << " frame(s) in "
          << s.seconds << " s (" << (s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0) << " fps)";
     if (s.dropped) line << ", " << s.dropped << " dropped";
-    if (s.unreadable) line << ", " << s.unreadable << " unreadable";
+    if (bad_images) line << ", " << bad_images << " image(s) failed";
+    else if (s.unreadable) line << ", " << s.unreadable << " unreadable";
     if (!report.output.empty()) line << " -> " << report.output;
+    if (report.partial) line << " (partial)";
     std::lock_guard<std::mutex> lock(g_stderr_mutex);
     std::fprintf(stderr, "%s\n", line.str().c_str());
   }
-  return report.interrupted ? kExitInterrupted : kExitOk;
+  if (report.interrupted) return kExitInterrupted;
+  return bad_images ? kExitSomeFailed : kExitOk;
 }
 
 int exit_code(emaseg::Error::Kind kind) {
@@ -604,10 +608,11 @@ int main(int argc, char** argv) {
   // OPENCV_FFMPEG_LOGLEVEL=16 in the environment brings FFmpeg's errors back.
   setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", /*overwrite=*/0);
 #endif
-  // OpenCV warns on stderr while probing backends for an input; errors reach the user as
-  // ema_seg's own one-line messages. OPENCV_LOG_LEVEL in the environment still wins.
+  // OpenCV logs on stderr while probing backends and when FFmpeg refuses an encoder; errors
+  // reach the user as ema_seg's own one-line messages. OPENCV_LOG_LEVEL in the environment
+  // still wins.
   if (std::getenv("OPENCV_LOG_LEVEL") == nullptr)
-    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_ERROR);
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
   CliOptions options;
   try {
     options = parse_args(argc, argv);

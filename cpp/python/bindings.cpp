@@ -6,6 +6,7 @@
 // array's memory; any other layout is copied once. Results go the other way whole: each array
 // owns the cv::Mat it shows through a capsule. The GIL is released while the model runs.
 #include <emaseg/emaseg.h>
+#include <emaseg/outputs.h>
 #include <emaseg/pipeline.h>
 
 #include <opencv2/core.hpp>
@@ -221,8 +222,9 @@ py::array planes_to_numpy(const std::vector<cv::Mat>& planes, int rows, int cols
 // Segmenter
 
 emaseg::Options make_options(const std::string& device, std::optional<int> threads, bool half,
-                             bool optimize) {
+                             bool optimize, long long max_pixels) {
   emaseg::Options options;
+  options.max_pixels = max_pixels;
   options.device = device;
   options.threads = threads.value_or(0);
   options.half = half;
@@ -284,7 +286,8 @@ py::dict latency_dict(const emaseg::LatencySummary& s) {
 
 py::dict process_video(const py::object& input, const std::optional<fs::path>& output,
                        const py::object& model, const std::string& device,
-                       std::optional<int> threads, bool half, bool optimize, double alpha,
+                       std::optional<int> threads, bool half, bool optimize,
+                       long long max_pixels, double alpha,
                        int every,
                        std::optional<long long> max_frames, const std::optional<fs::path>& mask_dir,
                        const std::string& fourcc, const py::object& progress) {
@@ -309,16 +312,20 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
     throw py::type_error("process_video needs model=, a Segmenter or the path of an exported model");
   } else {
     const std::string path = path_text(model);
-    const emaseg::Options options = make_options(device, threads, half, optimize);
+    const emaseg::Options options = make_options(device, threads, half, optimize, max_pixels);
     py::gil_scoped_release release;
     owned = std::make_unique<emaseg::Segmenter>(path, options);
     segmenter = owned.get();
   }
-  const std::string output_path = output ? output->string() : std::string();
-  const std::string mask_path = mask_dir ? mask_dir->string() : std::string();
+  emaseg::OutputOptions out;
+  out.video = output ? output->string() : std::string();
+  out.mask_dir = mask_dir ? mask_dir->string() : std::string();
+  out.alpha = alpha;
+  out.fourcc = fourcc;
 
   long long frame_count = -1;  // frames the run will see, if known
   emaseg::PipelineStats stats;
+  std::string written;  // the finished video ("" for none)
   {
     py::gil_scoped_release release;
     // The input opens before any output exists, so a bad input leaves nothing behind.
@@ -326,20 +333,7 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
         camera ? emaseg::open_camera(camera_index) : emaseg::open_video(source_name);
     frame_count = source->frame_count();
     if (max_frames && (frame_count < 0 || *max_frames < frame_count)) frame_count = *max_frames;
-    std::unique_ptr<emaseg::VideoOutput> writer;
-    std::error_code ec;
-    if (!camera && !output_path.empty() && fs::exists(output_path, ec) &&
-        fs::equivalent(output_path, source_name, ec))
-      throw Error(Error::Kind::kOutput, "output '" + output_path + "' is the input video");
-    if (!output_path.empty())
-      writer = std::make_unique<emaseg::VideoOutput>(
-          output_path, source->fps() > 0 ? source->fps() : 30.0, source->frame_size(), fourcc);
-    if (!mask_path.empty()) {
-      fs::create_directories(mask_path, ec);
-      if (ec || !fs::is_directory(mask_path))
-        throw Error(Error::Kind::kOutput, "cannot create mask folder '" + mask_path + "'" +
-                                              (ec ? ": " + ec.message() : ""));
-    }
+    emaseg::RunOutputs outputs(*segmenter, *source, out);  // refuses to overwrite the input
 
     emaseg::PipelineOptions options;
     options.every = every;
@@ -347,23 +341,7 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
     long long done = 0;
     // Runs on this thread: Python is called back here, with the GIL taken for the call only.
     const auto sink = [&](const emaseg::FrameResult& r) {
-      cv::Mat labels = r.labels;
-      if (labels.size() != r.frame.size())  // labels reused across a resolution change
-        cv::resize(r.labels, labels, r.frame.size(), 0, 0, cv::INTER_NEAREST);
-      if (writer) writer->write(segmenter->overlay(r.frame, labels, alpha));
-      if (!mask_path.empty() && r.inferred) {
-        char name[32];
-        std::snprintf(name, sizeof name, "frame_%06lld.png", r.index);
-        const std::string file = (fs::path(mask_path) / name).string();
-        cv::Mat mask = labels;
-        if (mask.depth() != CV_8U) labels.convertTo(mask, CV_16U);  // > 256 classes
-        bool ok = false;
-        try {
-          ok = cv::imwrite(file, mask);
-        } catch (const cv::Exception&) {
-        }
-        if (!ok) throw Error(Error::Kind::kOutput, "cannot write '" + file + "'");
-      }
+      outputs.write(r);
       ++done;
       py::gil_scoped_acquire acquire;
       if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // Ctrl-C stops the run
@@ -372,8 +350,27 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
           progress(done, frame_count >= 0 ? py::object(py::int_(frame_count)) : py::none());
       return go_on.ptr() != Py_False;
     };
-    stats = emaseg::run_pipeline(*segmenter, *source, sink, options);
-    if (writer) writer->close();  // finalised before the summary says it is there
+    try {
+      stats = emaseg::run_pipeline(*segmenter, *source, sink, options);
+    } catch (py::error_already_set& e) {
+      // Ctrl-C (or a KeyboardInterrupt from `progress`) keeps what was done as
+      // <stem>.partial.mp4, as the CLI does; any other failure leaves no finished-looking
+      // video: the temporary file goes with `outputs`.
+      bool interrupted = false;
+      {
+        py::gil_scoped_acquire acquire;
+        interrupted = e.matches(PyExc_KeyboardInterrupt);
+      }
+      if (interrupted) {
+        try {
+          outputs.finish_partial();
+        } catch (const Error&) {  // nothing playable to keep; the interrupt is what matters
+        }
+      }
+      throw;
+    }
+    outputs.finish();  // complete and checked before the summary says it is there
+    if (!out.video.empty() && stats.delivered > 0) written = out.video;
   }
 
   const auto none_or = [](const std::string& text) {
@@ -381,7 +378,7 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
   };
   const py::object total = frame_count >= 0 ? py::object(py::int_(frame_count)) : py::none();
   return py::dict(
-      "input"_a = source_name, "output"_a = none_or(output_path), "mask_dir"_a = none_or(mask_path),
+      "input"_a = source_name, "output"_a = none_or(written), "mask_dir"_a = none_or(out.mask_dir),
       "device"_a = segmenter->device(), "total"_a = total, "frames"_a = stats.delivered,
       "read"_a = stats.read, "inferred"_a = stats.inferred, "reused"_a = stats.reused,
       "dropped"_a = stats.dropped, "unreadable"_a = stats.unreadable, "seconds"_a = stats.seconds,
@@ -442,23 +439,24 @@ PYBIND11_MODULE(_runtime, m) {
   py::class_<emaseg::Segmenter>(m, "Segmenter",
                                 "An exported ema-seg model on a device; see runtime.pyi.")
       .def(py::init([](const fs::path& model_path, const std::string& device,
-                       std::optional<int> threads, bool half, bool optimize) {
+                       std::optional<int> threads, bool half, bool optimize, long long max_pixels) {
              const std::string path = model_path.string();
-             const emaseg::Options options = make_options(device, threads, half, optimize);
+             const emaseg::Options options = make_options(device, threads, half, optimize, max_pixels);
              py::gil_scoped_release release;
              return std::make_unique<emaseg::Segmenter>(path, options);
            }),
            "model_path"_a, "device"_a = "cpu", "threads"_a = py::none(), "half"_a = false,
-           "optimize"_a = false)
+           "optimize"_a = false, "max_pixels"_a = emaseg::Options().max_pixels)
       .def_static("from_bytes", [](const py::object& data, const std::string& device,
-                                   std::optional<int> threads, bool half, bool optimize) {
+                                   std::optional<int> threads, bool half, bool optimize,
+                                   long long max_pixels) {
              const BytesView bytes(data);
-             const emaseg::Options options = make_options(device, threads, half, optimize);
+             const emaseg::Options options = make_options(device, threads, half, optimize, max_pixels);
              py::gil_scoped_release release;
              return std::make_unique<emaseg::Segmenter>(bytes.data(), bytes.size(), options);
            },
            "data"_a, "device"_a = "cpu", "threads"_a = py::none(), "half"_a = false,
-           "optimize"_a = false,
+           "optimize"_a = false, "max_pixels"_a = emaseg::Options().max_pixels,
            "Loads a model from the bytes of an exported file (bytes, bytearray, memoryview).")
       .def_property_readonly("metadata", &emaseg::Segmenter::metadata,
                              py::return_value_policy::reference_internal)
@@ -470,6 +468,8 @@ PYBIND11_MODULE(_runtime, m) {
       .def_property_readonly("half", [](const emaseg::Segmenter& s) { return s.options().half; })
       .def_property_readonly("optimize",
                              [](const emaseg::Segmenter& s) { return s.options().optimize; })
+      .def_property_readonly("max_pixels",
+                             [](const emaseg::Segmenter& s) { return s.options().max_pixels; })
       .def("segment", [](const emaseg::Segmenter& s, const py::object& frame) {
         const MatView view = frame_view(frame);
         cv::Mat labels;
@@ -531,7 +531,7 @@ PYBIND11_MODULE(_runtime, m) {
 
   m.def("process_video", &process_video, "input"_a, "output"_a = py::none(), py::kw_only(),
         "model"_a, "device"_a = "cpu", "threads"_a = py::none(), "half"_a = false,
-        "optimize"_a = false, "alpha"_a = 0.5, "every"_a = 1, "max_frames"_a = py::none(), "mask_dir"_a = py::none(),
+        "optimize"_a = false, "max_pixels"_a = emaseg::Options().max_pixels, "alpha"_a = 0.5, "every"_a = 1, "max_frames"_a = py::none(), "mask_dir"_a = py::none(),
         "fourcc"_a = "mp4v", "progress"_a = py::none(),
         "Segments a video, stream or camera with the C++ pipeline; returns a summary dict.");
 }

@@ -1,6 +1,8 @@
 // FrameSource implementations: OpenCV VideoCapture (files, streams, cameras) and image lists.
 #include "emaseg/pipeline.h"
 
+#include "output_files.h"
+
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
 #include <opencv2/videoio/registry.hpp>
@@ -17,8 +19,7 @@ namespace fs = std::filesystem;
 // How many failed reads in a row end a video: a decoder may fail on a damaged frame and
 // recover on the next one, but a finished or broken input fails every time.
 constexpr int kMaxConsecutiveFailures = 8;
-
-bool is_url(const std::string& text) { return text.find("://") != std::string::npos; }
+constexpr double kMaxFps = 1000.0;  // beyond it a reported frame rate is taken as unknown
 
 std::string lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(),
@@ -28,12 +29,15 @@ std::string lower(std::string text) {
 
 class VideoSource final : public FrameSource {
  public:
-  VideoSource(cv::VideoCapture capture, std::string description, bool camera)
-      : capture_(std::move(capture)), description_(std::move(description)) {
+  // `file`: the local file behind the input ("" for cameras and network streams).
+  VideoSource(cv::VideoCapture capture, std::string description, bool camera, std::string file)
+      : capture_(std::move(capture)), description_(std::move(description)), file_(std::move(file)) {
     fps_ = capture_.get(cv::CAP_PROP_FPS);
     const double count = capture_.get(cv::CAP_PROP_FRAME_COUNT);
     frame_count_ = camera || !(count > 0) ? -1 : static_cast<long long>(count);
-    live_ = camera || frame_count_ < 0 || is_live_scheme(description_);
+    // A file is read at the decoder's pace whatever its container says of its length (raw
+    // MJPEG reports none); only cameras and streams run at their own pace.
+    live_ = camera || (file_.empty() && (frame_count_ < 0 || is_live_scheme(description_)));
     // Read the first frame now: it proves the input decodes and gives the true frame size.
     if (!next(first_))
       throw Error(Error::Kind::kInput, description_ + " opened but no frame could be decoded");
@@ -64,10 +68,14 @@ class VideoSource final : public FrameSource {
   }
 
   bool live() const override { return live_; }
-  double fps() const override { return fps_ > 0 ? fps_ : 0.0; }
+  // Demuxers without timing guess (raw MJPEG says 1,200,000 fps, which no encoder takes).
+  double fps() const override { return fps_ > 0 && fps_ <= kMaxFps ? fps_ : 0.0; }
   long long frame_count() const override { return frame_count_; }
   cv::Size frame_size() const override { return size_; }
   std::string description() const override { return description_; }
+  std::vector<std::string> files() const override {
+    return file_.empty() ? std::vector<std::string>{} : std::vector<std::string>{file_};
+  }
 
  private:
   static bool is_live_scheme(const std::string& description) {
@@ -99,6 +107,7 @@ class VideoSource final : public FrameSource {
 
   cv::VideoCapture capture_;
   std::string description_;
+  std::string file_;
   double fps_ = 0;
   long long frame_count_ = -1;
   bool live_ = false;
@@ -139,6 +148,8 @@ class ImageSource final : public FrameSource {
   long long frame_count() const override { return static_cast<long long>(paths_.size()); }
   cv::Size frame_size() const override { return size_; }
   std::string description() const override { return description_; }
+  std::vector<std::string> files() const override { return paths_; }
+  bool images() const override { return true; }
 
  private:
   static cv::Mat load(const std::string& path) {
@@ -168,11 +179,12 @@ bool has_image_extension(const fs::path& path) {
 }  // namespace
 
 std::unique_ptr<FrameSource> open_video(const std::string& path_or_url) {
-  const bool url = is_url(path_or_url);
+  const std::string file = detail::local_file(path_or_url);
+  const bool url = file.empty();
   const std::string description = (url ? "stream '" : "video '") + path_or_url + "'";
-  if (!url && !fs::exists(path_or_url))
+  if (!url && !fs::exists(file))
     throw Error(Error::Kind::kInput, description + " does not exist");
-  if (!url && fs::is_directory(path_or_url))
+  if (!url && fs::is_directory(file))
     throw Error(Error::Kind::kInput, description + " is a folder; use --images for folders");
   cv::VideoCapture capture;
   // FFmpeg handles files and network streams alike. No fallback to other backends when it
@@ -187,7 +199,7 @@ std::unique_ptr<FrameSource> open_video(const std::string& path_or_url) {
                 "cannot open " + description +
                     (url ? " (check the address and that the server is reachable)"
                          : " (not a video format OpenCV's FFmpeg backend can read?)"));
-  return std::make_unique<VideoSource>(std::move(capture), description, false);
+  return std::make_unique<VideoSource>(std::move(capture), description, false, file);
 }
 
 std::unique_ptr<FrameSource> open_camera(int index) {
@@ -200,7 +212,7 @@ std::unique_ptr<FrameSource> open_camera(int index) {
   if (!capture.isOpened())
     throw Error(Error::Kind::kInput, "cannot open " + description +
                                          " (is it connected, and not in use by another program?)");
-  return std::make_unique<VideoSource>(std::move(capture), description, true);
+  return std::make_unique<VideoSource>(std::move(capture), description, true, std::string());
 }
 
 std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
@@ -230,6 +242,18 @@ std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
   if (paths.empty()) throw Error(Error::Kind::kInput, "no image files in " + description);
   std::sort(paths.begin(), paths.end());
   return std::make_unique<ImageSource>(std::move(paths), description);
+}
+
+std::unique_ptr<FrameSource> open_image(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw Error(Error::Kind::kInput, "'" + path + "' is a folder; --image takes one file, "
+                                     "--images a folder or a pattern");
+  if (!fs::exists(path, ec))
+    throw Error(Error::Kind::kInput, "image '" + path + "' does not exist");
+  if (!fs::is_regular_file(path, ec))
+    throw Error(Error::Kind::kInput, "image '" + path + "' is not a file");
+  return std::make_unique<ImageSource>(std::vector<std::string>{path}, "image '" + path + "'");
 }
 
 }  // namespace emaseg

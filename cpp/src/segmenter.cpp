@@ -4,7 +4,9 @@
 #include "model_backend.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <mutex>
+#include <thread>
 
 namespace emaseg {
 namespace {
@@ -15,7 +17,7 @@ std::string type_name(int type) {
 }
 
 // The model contract's input: BGR uint8, at least 8x8 (smaller frames break the resize).
-void check_frame(const cv::Mat& frame) {
+void check_frame(const cv::Mat& frame, long long max_pixels) {
   if (frame.empty())
     throw Error(Error::Kind::kArgument,
                 "empty frame (a video that ended, or an image that failed to load?)");
@@ -27,9 +29,35 @@ void check_frame(const cv::Mat& frame) {
     throw Error(Error::Kind::kArgument, "frame is " + std::to_string(frame.cols) + "x" +
                                             std::to_string(frame.rows) +
                                             "; the model needs at least 8x8 pixels");
+  const long long pixels = static_cast<long long>(frame.rows) * frame.cols;
+  if (max_pixels > 0 && pixels > max_pixels) {
+    char text[200];
+    std::snprintf(text, sizeof text,
+                  "frame is %dx%d (%.1f megapixels), more than the limit of %.1f megapixels "
+                  "(raise it with Options::max_pixels / ema_seg --max-pixels)",
+                  frame.cols, frame.rows, double(pixels) / 1e6, double(max_pixels) / 1e6);
+    throw Error(Error::Kind::kArgument, text);
+  }
+}
+
+// Checked before anything is loaded, so a bad value is a clear error and not a crash.
+const Options& checked(const Options& options) {
+  if (options.threads < 0 || options.threads > max_threads())
+    throw Error(Error::Kind::kArgument,
+                "threads must lie in 0.." + std::to_string(max_threads()) + " (0 keeps LibTorch's "
+                "default; at most 4 x the " + std::to_string(max_threads() / 4) +
+                " hardware threads), got " + std::to_string(options.threads));
+  if (options.max_pixels < 0)
+    throw Error(Error::Kind::kArgument, "max_pixels must be >= 0 (0: no limit)");
+  return options;
 }
 
 }  // namespace
+
+int max_threads() {
+  const unsigned hardware = std::thread::hardware_concurrency();
+  return 4 * static_cast<int>(hardware > 0 ? hardware : 1);
+}
 
 struct Segmenter::Impl {
   Impl(std::unique_ptr<detail::ModelBackend> model, const Options& opts, const std::string& source)
@@ -58,13 +86,13 @@ struct Segmenter::Impl {
 };
 
 Segmenter::Segmenter(const std::string& model_path, const Options& options)
-    : impl_(std::make_unique<Impl>(detail::load_torchscript_file(model_path, options), options,
+    : impl_(std::make_unique<Impl>(detail::load_torchscript_file(model_path, checked(options)), options,
                                    "'" + model_path + "'")) {
   if (options.warmup_runs > 0) warmup(options.warmup_size, options.warmup_runs);
 }
 
 Segmenter::Segmenter(const void* data, std::size_t size, const Options& options)
-    : impl_(std::make_unique<Impl>(detail::load_torchscript_buffer(data, size, options), options,
+    : impl_(std::make_unique<Impl>(detail::load_torchscript_buffer(data, size, checked(options)), options,
                                    "in memory")) {
   if (options.warmup_runs > 0) warmup(options.warmup_size, options.warmup_runs);
 }
@@ -78,12 +106,12 @@ const Options& Segmenter::options() const { return impl_->options; }
 std::string Segmenter::device() const { return impl_->backend->device(); }
 
 cv::Mat Segmenter::segment(const cv::Mat& bgr) const {
-  check_frame(bgr);
+  check_frame(bgr, impl_->options.max_pixels);
   return std::move(impl_->run({bgr}).front());
 }
 
 std::vector<cv::Mat> Segmenter::segment_batch(const std::vector<cv::Mat>& frames) const {
-  for (const cv::Mat& frame : frames) check_frame(frame);
+  for (const cv::Mat& frame : frames) check_frame(frame, impl_->options.max_pixels);
   std::vector<cv::Mat> labels;
   labels.reserve(frames.size());
   // One model call per run of equal-size frames: the model stacks its input into one tensor.
@@ -98,7 +126,7 @@ std::vector<cv::Mat> Segmenter::segment_batch(const std::vector<cv::Mat>& frames
 }
 
 std::vector<cv::Mat> Segmenter::probabilities(const cv::Mat& bgr) const {
-  check_frame(bgr);
+  check_frame(bgr, impl_->options.max_pixels);
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->backend->probabilities(bgr);
 }

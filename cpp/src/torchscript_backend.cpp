@@ -28,6 +28,20 @@ std::string first_line(const std::exception& e) {
   return text.substr(0, text.find('\n'));
 }
 
+// What a model raised: TorchScript wraps it as "The following operation failed in the
+// TorchScript interpreter." plus a TorchScript traceback, whose last line is the model's own
+// exception ("builtins.ValueError: network input 1x1 is smaller than 8x8").
+std::string model_message(const std::exception& e) {
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+  std::string text = torch_error ? torch_error->what_without_backtrace() : e.what();
+  if (text.rfind("The following operation failed in the TorchScript interpreter", 0) != 0)
+    return first_line(e);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  std::string last = text.substr(text.find_last_of('\n') + 1);
+  if (last.rfind("builtins.", 0) == 0) last = last.substr(9);
+  return last;
+}
+
 // Reads an archive straight from the caller's memory: loading an embedded model copies
 // nothing but the tensors' bytes.
 class MemoryReadAdapter final : public caffe2::serialize::ReadAdapterInterface {
@@ -180,7 +194,7 @@ class TorchScriptBackend final : public ModelBackend {
       throw Error(Error::Kind::kRuntime,
                   "the model failed on " + std::to_string(frames.size()) + " frame(s) of " +
                       std::to_string(frames[0].cols) + "x" + std::to_string(frames[0].rows) +
-                      " on " + device_.str() + ": " + first_line(e));
+                      " on " + device_.str() + ": " + model_message(e));
     }
   }
 

@@ -3,6 +3,8 @@
 
 #include "bounded_queue.h"
 
+#include <opencv2/imgproc.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <exception>
@@ -111,7 +113,8 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
   detail::BoundedQueue<Segmented> segmented(std::size_t(options.queue_size));
   std::atomic<bool> abort{false};  // a stage failed or the sink quit: stop without draining
   std::atomic<bool> stopped{false};
-  std::atomic<long long> read{0}, dropped{0}, unreadable{0};
+  std::atomic<long long> read{0}, dropped{0}, unreadable{0}, failed{0};
+  const bool per_image_errors = source.images() && static_cast<bool>(options.on_frame_error);
   std::exception_ptr reader_error, model_error, sink_error;
 
   PipelineStats stats;
@@ -162,10 +165,24 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
         out.inferred = n % options.every == 0;
         if (out.inferred) {
           const auto t0 = Clock::now();
-          last_labels = segmenter.segment(item->frame);
+          try {
+            last_labels = segmenter.segment(item->frame);
+          } catch (const Error& e) {
+            // One bad image of a batch is that image's problem, not the batch's.
+            if (!per_image_errors || e.kind() != Error::Kind::kArgument) throw;
+            ++failed;
+            options.on_frame_error(item->index, item->name, e.what());
+            --n;  // the next image is inferred as if this one had not been there
+            continue;
+          }
           out.model_ms = ms_since(t0);
+          out.labels = last_labels;
+        } else if (last_labels.size() != item->frame.size()) {
+          // Reused labels across a resolution change: nearest keeps them labels.
+          cv::resize(last_labels, out.labels, item->frame.size(), 0, 0, cv::INTER_NEAREST);
+        } else {
+          out.labels = last_labels;
         }
-        out.labels = last_labels;
         out.input = std::move(*item);
         if (!segmented.push(std::move(out))) break;
       }
@@ -218,6 +235,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
   stats.read = read;
   stats.dropped = dropped;
   stats.unreadable = unreadable;
+  stats.failed = failed;
   stats.stopped = stopped;
   stats.model_ms = model_ms.summary();
   stats.latency_ms = latency_ms.summary();

@@ -5,10 +5,12 @@ The model classifies each pixel by its colour with a fixed 1x1 convolution into 
 It goes through the same path as a real export: uint8 NHWC BGR in, uint8 NHW labels out, a
 `probabilities` method, and the `metadata.json` extra file.
 
-    python cpp/tests/make_test_model.py OUT.pt [--work N] [--no-metadata] [--sample-image PNG]
+    python cpp/tests/make_test_model.py OUT.pt [--work N] [--fail-after N] [--no-metadata]
+        [--sample-image PNG]
 
 `--work N` adds N fixed 128x128 matmuls per call whose result is multiplied by zero: a slow model
-with the same labels, for tests that must interrupt a run part-way.
+with the same labels, for tests that must interrupt a run part-way. `--fail-after N` makes
+forward() raise from its (N+1)-th call on, for tests of a model that fails mid-run.
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ STD = [0.25, 0.25, 0.25]
 class TinyColourSegmenter(nn.Module):
     """Per-pixel colour classifier with the exported model's interface."""
 
-    def __init__(self, work: int = 0) -> None:
+    def __init__(self, work: int = 0, fail_after: int = -1) -> None:
         super().__init__()
+        self.fail_after = fail_after
+        self.calls = 0
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
         self.classifier = nn.Conv2d(3, len(CLASS_NAMES), kernel_size=1)
@@ -60,6 +64,9 @@ class TinyColourSegmenter(nn.Module):
         return logits
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.fail_after >= 0 and self.calls > self.fail_after:
+            raise RuntimeError("injected failure: this test model fails after " + str(self.fail_after) + " calls")
         return self._logits(images).argmax(dim=1).to(torch.uint8)  # (N, H, W)
 
     @torch.jit.export
@@ -91,7 +98,7 @@ def metadata(format_version: int = 1) -> dict:
 
 
 def make_test_model(path: str | Path, *, work: int = 0, with_metadata: bool = True,
-                    format_version: int = 1) -> Path:
+                    format_version: int = 1, fail_after: int = -1) -> Path:
     """Script the tiny model and save it to `path`; returns the path.
 
     Args:
@@ -99,10 +106,12 @@ def make_test_model(path: str | Path, *, work: int = 0, with_metadata: bool = Tr
         work: extra matmuls per call, to make the model slow without changing its labels.
         with_metadata: write metadata.json (without it the file is not an ema-seg model).
         format_version: the metadata's format_version (the runtime reads only 1).
+        fail_after: forward() raises from its (fail_after + 1)-th call on (-1: never), for tests
+            of a model that fails mid-run.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scripted = torch.jit.script(TinyColourSegmenter(work=work).eval())
+    scripted = torch.jit.script(TinyColourSegmenter(work=work, fail_after=fail_after).eval())
     extra = {"metadata.json": json.dumps(metadata(format_version))} if with_metadata else {}
     torch.jit.save(scripted, str(path), _extra_files=extra)
     return path
@@ -124,9 +133,11 @@ def main() -> None:
     parser.add_argument("output", help="where to write the .pt file")
     parser.add_argument("--work", type=int, default=0, help="extra matmuls per call (slow model)")
     parser.add_argument("--no-metadata", action="store_true", help="omit metadata.json")
+    parser.add_argument("--fail-after", type=int, default=-1, help="forward() raises after N calls")
     parser.add_argument("--sample-image", help="also write a sample BGR image (PNG) here")
     args = parser.parse_args()
-    make_test_model(args.output, work=args.work, with_metadata=not args.no_metadata)
+    make_test_model(args.output, work=args.work, with_metadata=not args.no_metadata,
+                    fail_after=args.fail_after)
     if args.sample_image:
         import cv2
 

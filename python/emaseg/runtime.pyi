@@ -80,6 +80,8 @@ class Segmenter:
         optimize: CPU only (ignored on CUDA): freeze the module and run TorchScript's
             optimize_for_inference at load (oneDNN prepacked convolutions; about 1.25x faster
             for R-50-D8 at 512x1024, more memory; results equal to rounding).
+        max_pixels: frames with more pixels raise Error (kind "argument") before the model runs;
+            the default admits 8K UHD. 0: no limit.
 
     Raises:
         Error: kind "model" (missing, not TorchScript, no metadata), "device" or "argument".
@@ -92,11 +94,11 @@ class Segmenter:
     """
 
     def __init__(self, model_path: _Path, device: str = "cpu", threads: Optional[int] = None,
-                 half: bool = False, optimize: bool = False) -> None: ...
+                 half: bool = False, optimize: bool = False, max_pixels: int = 40_000_000) -> None: ...
     @staticmethod
     def from_bytes(data: Union[bytes, bytearray, memoryview], device: str = "cpu",
                    threads: Optional[int] = None, half: bool = False,
-                   optimize: bool = False) -> Segmenter:
+                   optimize: bool = False, max_pixels: int = 40_000_000) -> Segmenter:
         """Loads a model from the bytes of an exported file (read during the call only)."""
     @property
     def metadata(self) -> Metadata: ...
@@ -109,6 +111,8 @@ class Segmenter:
     def half(self) -> bool: ...
     @property
     def optimize(self) -> bool: ...
+    @property
+    def max_pixels(self) -> int: ...
     def segment(self, frame: _Frame) -> npt.NDArray[Union[np.uint8, np.int32]]:
         """Labels H x W: uint8, or int32 for models with more than 256 classes."""
     def segment_batch(self, frames: Union[Iterable[_Frame], npt.NDArray[np.uint8]]
@@ -134,6 +138,7 @@ def process_video(
     threads: Optional[int] = None,
     half: bool = False,
     optimize: bool = False,
+    max_pixels: int = 40_000_000,
     alpha: float = 0.5,
     every: int = 1,
     max_frames: Optional[int] = None,
@@ -146,9 +151,13 @@ def process_video(
 
     Args:
         input: a video file, a URL (rtsp://, http://, ...) or a camera index.
-        output: overlay video to write (the input's fps and size); None writes none.
+        output: overlay video to write (the input's fps and size); None writes none. It is
+            written under a hidden temporary name and appears under `output` only when the run
+            completes and the file plays back with every frame; a failed run (model error,
+            write error, an exception of `progress`) leaves nothing there, and KeyboardInterrupt
+            keeps the frames done so far as "<stem>.partial<ext>". It may not be the input.
         model: a Segmenter, or the path of an exported model to load with device, threads, half,
-            optimize.
+            optimize, max_pixels.
         alpha: overlay opacity in [0, 1].
         every: run the model on every Nth frame; the others reuse its labels.
         max_frames: read at most this many frames.
@@ -158,11 +167,13 @@ def process_video(
             when unknown; returning False stops the run (the outputs are still closed properly).
 
     Returns:
-        A summary: input, output, mask_dir, device, total, frames (delivered), read, inferred,
+        A summary: input, output (None if no video was written), mask_dir, device, total, frames (delivered), read, inferred,
         reused, dropped, unreadable, seconds, fps, stopped, class_pixels (per class),
         model_ms and end_to_end_ms ({count, mean, p50, p95, max}).
 
     Raises:
-        Error: kind "input", "output", "model", "device", "argument" or "runtime"; exceptions
-            of `progress` and KeyboardInterrupt propagate after the outputs are closed.
+        Error: kind "input", "output" (with the path and the OS reason, e.g. a full disk),
+            "model", "device", "argument" or "runtime" (with the model's own message);
+            exceptions of `progress` and KeyboardInterrupt propagate after the outputs are
+            cleaned up as said under `output`.
     """

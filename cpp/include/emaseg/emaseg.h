@@ -55,10 +55,14 @@ class Error : public std::runtime_error {
 struct Options {
   std::string device = "cpu";  // "cpu", "cuda" (current GPU) or "cuda:N"
   bool half = false;           // run in float16 (CUDA only); labels stay the same type
-  // LibTorch intra-op threads; 0 keeps LibTorch's default (one per core). Process-wide: the
-  // last Segmenter created sets it. The inter-op pool is sized once per process, by the first
-  // Segmenter that asks for threads; later values are ignored.
+  // LibTorch intra-op threads, 0..max_threads(); 0 keeps LibTorch's default (one per core).
+  // Process-wide: the last Segmenter created sets it. The inter-op pool is sized once per
+  // process, by the first Segmenter that asks for threads; later values are ignored.
   int threads = 0;
+  // Frames with more pixels are refused with Error(kArgument) before the model sees them:
+  // memory grows with the frame (scores are computed at its full size), and a 9000x9000 image
+  // took 7.3 GB. The default admits 8K UHD (7680x4320, 33 Mpx). 0: no limit.
+  long long max_pixels = 40'000'000;
   // CPU only: freeze the module and run TorchScript's optimize_for_inference at load (oneDNN
   // prepacked convolutions; measured 1.26x faster for R-50-D8 at 512x1024 on 2 threads, more
   // memory; results equal to rounding). Works on files already frozen by export.py --optimize.
@@ -110,8 +114,9 @@ class Segmenter {
   const Options& options() const;
   std::string device() const;  // the device in use, e.g. "cpu" or "cuda:0"
 
-  // Labels of a BGR CV_8UC3 frame (at least 8x8): CV_8U with the frame's size, or CV_32S
-  // for models with more than 256 classes. Throws Error(kArgument) for other frames.
+  // Labels of a BGR CV_8UC3 frame (at least 8x8, at most Options::max_pixels): CV_8U with the
+  // frame's size, or CV_32S for models with more than 256 classes. Throws Error(kArgument) for
+  // other frames, Error(kRuntime) with the model's own message if the model fails.
   cv::Mat segment(const cv::Mat& bgr) const;
   // Labels of several frames in one model call per run of same-size frames; equal to
   // segment() on each.
@@ -131,6 +136,10 @@ class Segmenter {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The largest Options::threads accepted: 4 x this machine's hardware threads. More threads
+// than cores only make OpenMP's spinning workers fight (1000 threads ran at 0.47 fps).
+int max_threads();
 
 // Colour helpers that need no model: `palette` holds RGB colours as in Metadata::palette.
 cv::Mat colorize(const cv::Mat& labels, const std::vector<std::array<std::uint8_t, 3>>& palette);

@@ -1,0 +1,187 @@
+// RunOutputs: one output side for the CLI and the bindings, so every guard exists once.
+#include "emaseg/outputs.h"
+
+#include "output_files.h"
+
+#include <opencv2/imgcodecs.hpp>
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <utility>
+
+namespace emaseg {
+namespace {
+
+namespace fs = std::filesystem;
+
+using FileId = std::pair<dev_t, ino_t>;
+
+std::optional<FileId> file_id(const std::string& path) {  // follows symlinks
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return std::nullopt;
+  return FileId{info.st_dev, info.st_ino};
+}
+
+Error output_error(const std::string& message) { return Error(Error::Kind::kOutput, message); }
+
+void make_folder(const std::string& folder, const char* what) {
+  std::error_code ec;
+  fs::create_directories(folder, ec);
+  if (ec || !fs::is_directory(folder))
+    throw output_error(std::string("cannot create ") + what + " '" + folder + "'" +
+                       (ec ? ": " + ec.message() : ""));
+}
+
+// Label maps as PNG: 8-bit for up to 256 classes, else 16-bit.
+cv::Mat mask_image(const cv::Mat& labels) {
+  if (labels.depth() == CV_8U) return labels;
+  cv::Mat wide;
+  labels.convertTo(wide, CV_16U);
+  return wide;
+}
+
+std::string lower(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// Output stem of each input image: its stem, or stem_ext where stems collide ("shot.png" and
+// "shot.jpg" -> "shot_png", "shot_jpg"), or with the input's position where even that collides.
+std::map<std::string, std::string> output_stems(const std::vector<std::string>& files,
+                                                std::vector<std::string>& notes) {
+  std::map<std::string, int> uses;
+  for (const auto& file : files) ++uses[fs::path(file).stem().string()];
+  std::map<std::string, std::string> stems;
+  std::map<std::string, int> taken;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const fs::path path(files[i]);
+    std::string stem = path.stem().string();
+    if (uses[stem] > 1) {
+      const std::string ext = lower(path.extension().string());
+      stem += "_" + (ext.empty() ? std::string("noext") : ext.substr(1));
+      notes.push_back("'" + files[i] + "' shares its stem with another image; its outputs are "
+                      "named '" + stem + "'");
+    }
+    if (taken[stem]++ > 0) stem += "_" + std::to_string(i);
+    stems[files[i]] = stem;
+  }
+  return stems;
+}
+
+}  // namespace
+
+struct RunOutputs::Impl {
+  const Segmenter& segmenter;
+  OutputOptions options;
+  std::set<FileId> inputs;
+  std::map<std::string, std::string> stems;  // input image -> output stem
+  std::unique_ptr<VideoOutput> video;
+  std::vector<std::string> notes;
+
+  Impl(const Segmenter& s, const OutputOptions& o) : segmenter(s), options(o) {}
+
+  // The last line of defence, at every write: the file about to be replaced is no input.
+  void guard(const std::string& path) const {
+    const auto id = file_id(path);
+    if (id && inputs.count(*id))
+      throw output_error("refusing to write '" + path + "': it is an input file");
+  }
+
+  std::string stem_of(const FrameResult& r) const {
+    const auto it = stems.find(r.name);
+    return it != stems.end() ? it->second : fs::path(r.name).stem().string();
+  }
+
+  std::string mask_path(const FrameResult& r) const {
+    if (!r.name.empty()) return (fs::path(options.mask_dir) / (stem_of(r) + ".png")).string();
+    char name[32];
+    std::snprintf(name, sizeof name, "frame_%06lld.png", r.index);
+    return (fs::path(options.mask_dir) / name).string();
+  }
+
+  std::string overlay_path(const FrameResult& r) const {
+    return (fs::path(options.overlay_dir) / (stem_of(r) + "_overlay.png")).string();
+  }
+};
+
+RunOutputs::RunOutputs(const Segmenter& segmenter, const FrameSource& source,
+                       const OutputOptions& options)
+    : impl_(std::make_unique<Impl>(segmenter, options)) {
+  Impl& m = *impl_;
+  const std::vector<std::string> files = source.files();
+  for (const auto& file : files)
+    if (const auto id = file_id(file)) m.inputs.insert(*id);
+  if (source.images()) m.stems = output_stems(files, m.notes);
+
+  // Every planned name is checked before anything is created.
+  const auto refuse_input = [&](const std::string& path, const char* what) {
+    if (const auto id = file_id(path); id && m.inputs.count(*id))
+      throw output_error(std::string(what) + " '" + path + "' is " +
+                         (source.images() ? "an input image" : "the input video") +
+                         "; choose another name");
+  };
+  if (!options.video.empty()) refuse_input(options.video, "output");
+  if (!options.overlay_file.empty()) {
+    refuse_input(options.overlay_file, "output");
+    if (!cv::haveImageWriter(options.overlay_file))
+      throw output_error("cannot write '" + options.overlay_file +
+                         "': OpenCV cannot write images with that extension");
+  }
+  for (const auto& file : files) {
+    FrameResult r;
+    r.name = file;
+    if (!options.mask_dir.empty()) refuse_input(m.mask_path(r), "mask");
+    if (!options.overlay_dir.empty()) refuse_input(m.overlay_path(r), "overlay");
+  }
+
+  if (!options.mask_dir.empty()) make_folder(options.mask_dir, "mask folder");
+  if (!options.overlay_dir.empty()) make_folder(options.overlay_dir, "output folder");
+  if (!options.video.empty())
+    m.video = std::make_unique<VideoOutput>(
+        options.video, source.fps() > 0 ? source.fps() : options.default_fps, source.frame_size(),
+        options.fourcc);
+}
+
+RunOutputs::~RunOutputs() = default;
+
+bool RunOutputs::needs_overlay() const {
+  return impl_->video || !impl_->options.overlay_file.empty() || !impl_->options.overlay_dir.empty();
+}
+
+void RunOutputs::write(const FrameResult& r, const cv::Mat& overlay) {
+  Impl& m = *impl_;
+  cv::Mat shown = overlay;
+  if (shown.empty() && needs_overlay()) shown = m.segmenter.overlay(r.frame, r.labels, m.options.alpha);
+  if (m.video) m.video->write(shown);
+  const auto write_image = [&m](const std::string& path, const cv::Mat& image) {
+    m.guard(path);
+    detail::write_image_atomic(path, image);
+  };
+  if (!m.options.overlay_file.empty()) write_image(m.options.overlay_file, shown);
+  if (!m.options.overlay_dir.empty()) write_image(m.overlay_path(r), shown);
+  if (!m.options.mask_dir.empty() && r.inferred) write_image(m.mask_path(r), mask_image(r.labels));
+}
+
+void RunOutputs::finish() {
+  if (impl_->video) impl_->video->close();
+}
+
+std::string RunOutputs::finish_partial() {
+  return impl_->video ? impl_->video->close_partial() : std::string();
+}
+
+std::vector<std::string> RunOutputs::temp_files() const {
+  if (!impl_->video || impl_->video->temp_path().empty()) return {};
+  return {impl_->video->temp_path()};
+}
+
+const std::vector<std::string>& RunOutputs::notes() const { return impl_->notes; }
+
+}  // namespace emaseg
