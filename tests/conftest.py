@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -30,17 +31,18 @@ def reference_dir() -> Path:
 
 
 def eager_logits(model: torch.nn.Module, bgr: np.ndarray, network_size: tuple[int, int]) -> torch.Tensor:
-    """The checkpoint's logits for a BGR frame, written out longhand: BGR->RGB, normalise, resize
-    to the network size, the network, logits resized to the network size, then to the frame's."""
+    """The checkpoint's logits for a BGR frame, written out longhand: the uint8 frame resized to the
+    network size with OpenCV's bilinear (as mmcv's imresize), BGR->RGB, normalise, the network,
+    logits resized to the network size, then to the frame's."""
     cfg = model.config
+    h, w = bgr.shape[:2]
+    if network_size != (h, w):
+        bgr = cv2.resize(bgr, (network_size[1], network_size[0]), interpolation=cv2.INTER_LINEAR)
     rgb = bgr[..., ::-1] if cfg.data.bgr_to_rgb else bgr
     # Contiguous NCHW, as the exported module feeds its network: a channels-last tensor would
     # take other convolution kernels, which round differently.
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().contiguous()
     x = (x - torch.tensor(cfg.data.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.data.std).view(1, 3, 1, 1)
-    h, w = bgr.shape[:2]
-    if network_size != (h, w):
-        x = F.interpolate(x, size=network_size, mode="bilinear", align_corners=False)
     with torch.no_grad():
         out = model(x)["out"]
     align = cfg.model.align_corners

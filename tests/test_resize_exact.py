@@ -1,9 +1,16 @@
-"""emaseg.resize: OpenCV's uint8 bilinear resize bit for bit, in eager and TorchScript."""
+"""emaseg.resize: OpenCV's uint8 bilinear resize bit for bit, in eager, TorchScript and the exported module."""
+from typing import Dict
+
 import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from emaseg import get_config
+from emaseg.export import ResizePolicy
+from emaseg.export.module import SegmentationModule
 from emaseg.resize import resize_uint8_like_cv2
 
 # (H, W) -> (h, w): down, up, mixed, odd, 1-pixel rows/columns, exact 2x down (OpenCV's INTER_AREA
@@ -67,3 +74,24 @@ def test_1080p_to_network_size():
 def test_same_size_is_the_input():
     x = torch.from_numpy(random_image(np.random.default_rng(4), (19, 23)))[None]
     assert resize_uint8_like_cv2(x, (19, 23)) is x
+
+
+class Echo(nn.Module):
+    """A 'network' whose logits are its input: the module's output then shows its preprocessing."""
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"out": x}
+
+
+@pytest.mark.parametrize("frame,size", [((97, 131), (48, 64)), ((60, 80), (120, 160)), ((64, 96), (32, 48))])
+def test_exported_module_preprocessing_is_cv2_then_normalise(frame, size):
+    cfg = get_config("emanet_r18w8-d8_128x256_synthetic")
+    module = torch.jit.script(SegmentationModule(Echo(), cfg, ResizePolicy("size", size=size)))
+    bgr = random_image(np.random.default_rng(frame[0]), frame)
+    resized = cv2_resize(bgr, size)
+    rgb = resized[..., ::-1] if cfg.data.bgr_to_rgb else resized
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    x = (x - torch.tensor(cfg.data.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.data.std).view(1, 3, 1, 1)
+    align = cfg.model.align_corners
+    expected = F.interpolate(x, size=frame, mode="bilinear", align_corners=align)  # logits to the frame
+    assert torch.equal(module.logits(torch.from_numpy(bgr)[None]), expected)

@@ -1,13 +1,16 @@
 """Inference building blocks shared by evaluation and export.
 
 Everything here scripts with TorchScript, so the exported file runs exactly this code.
-Images enter as uint8 (N, H, W, 3) BGR, the way OpenCV decodes them.
+Images enter as uint8 (N, H, W, 3) BGR, the way OpenCV decodes them; as in the reference's test
+pipeline (mmcv `imresize`), they are resized in uint8 with OpenCV's bilinear rounding, then normalised.
 """
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .resize import resize_uint8_like_cv2
 
 if TYPE_CHECKING:  # only for the annotation: keeps this module free of config imports when scripted
     from .config import Config
@@ -22,6 +25,13 @@ def preprocess(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, bgr_
     # Contiguous NCHW: a channels-last input would take other conv kernels and round differently.
     x = x.contiguous()
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+def network_input(images: torch.Tensor, size: Tuple[int, int], mean: torch.Tensor, std: torch.Tensor,
+                  bgr_to_rgb: bool) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised (N, 3, h, w) at `size`: the reference resizes the uint8 frame
+    (cv2.resize INTER_LINEAR) before normalising, which is also ~10x cheaper than the other way round."""
+    return preprocess(resize_uint8_like_cv2(images, size), mean, std, bgr_to_rgb)
 
 
 def rescale_size(h: int, w: int, scale: Tuple[int, int]) -> Tuple[int, int]:
@@ -89,16 +99,20 @@ class SegInference(nn.Module):
         return preds / count
 
     @torch.jit.export
-    def scores(self, x: torch.Tensor, sizes: List[Tuple[int, int]], flip: bool) -> torch.Tensor:
-        """Scores (N, C, H, W) at x's size with x resized to each of `sizes` first. One pass:
-        logits. Several (scales and/or flip): the mean softmax, as the reference merges them."""
-        h, w = x.shape[2], x.shape[3]
+    def scores(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, bgr_to_rgb: bool,
+               sizes: List[Tuple[int, int]], flip: bool) -> torch.Tensor:
+        """Scores (N, C, H, W) at the size of the uint8 frames `images` (N, H, W, 3), each pass on the
+        frames resized to one of `sizes` then normalised (`network_input`). One pass: logits.
+        Several (scales and/or flip): the mean softmax, as the reference merges them."""
+        h, w = images.shape[1], images.shape[2]
         if len(sizes) == 1 and not flip:
-            return resize(self.forward(resize(x, sizes[0], False)), (h, w), self.align_corners)
-        total = torch.zeros(x.shape[0], self.num_classes, h, w, dtype=x.dtype, device=x.device)
+            x = network_input(images, sizes[0], mean, std, bgr_to_rgb)
+            return resize(self.forward(x), (h, w), self.align_corners)
+        total = torch.zeros(images.shape[0], self.num_classes, h, w, dtype=mean.dtype, device=images.device)
         passes = 0
         for size in sizes:
-            xs = resize(x, size, False)
+            # Every scale from the original frame, and flip after the resize, as the reference's TTA.
+            xs = network_input(images, size, mean, std, bgr_to_rgb)
             total += resize(self.forward(xs), (h, w), self.align_corners).softmax(dim=1)
             passes += 1
             if flip:
@@ -124,6 +138,5 @@ def predict_logits(model: nn.Module, images: torch.Tensor, cfg: "Config", aug_ra
     param = next(model.parameters())
     mean = torch.tensor(cfg.data.mean, dtype=param.dtype, device=images.device)
     std = torch.tensor(cfg.data.std, dtype=param.dtype, device=images.device)
-    x = preprocess(images, mean, std, cfg.data.bgr_to_rgb)
     sizes = aug_sizes(images.shape[1], images.shape[2], cfg.data.test_scale, aug_ratios or [1.0])
-    return seg.scores(x, sizes, flip)
+    return seg.scores(images, mean, std, cfg.data.bgr_to_rgb, sizes, flip)

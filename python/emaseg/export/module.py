@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..inference import SegInference, preprocess, rescale_size
+from ..inference import SegInference, rescale_size
 
 MIN_SIZE = 8  # one feature pixel at output stride 8
 
@@ -83,9 +83,8 @@ class SegmentationModule(nn.Module):
         size = self.network_size(images.shape[1], images.shape[2])
         if size[0] < self.min_size or size[1] < self.min_size:
             raise ValueError(f"network input {size[0]}x{size[1]} is smaller than {self.min_size}x{self.min_size}")
-        x = preprocess(images, self.mean, self.std, self.bgr_to_rgb)
         sizes: List[Tuple[int, int]] = [size]
-        return self.seg.scores(x, sizes, self.flip)
+        return self.seg.scores(images, self.mean, self.std, self.bgr_to_rgb, sizes, self.flip)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         labels = self._scores(images).argmax(dim=1)                                  # (N, H, W)
