@@ -1,19 +1,20 @@
 """Our checkpoint file: one `.pth` with state dict, full config, class names and palette.
 
-Written atomically (temp file in the same folder + rename), so a crash never leaves a
+Written atomically (emaseg.atomic: temp file in the same folder + rename), so a crash never leaves a
 half-written file under the final name; read with `weights_only=True` only.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import atomic_open, check_output
 from .classes import classes_and_palette
 from .config import Config
 
@@ -26,29 +27,16 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temp file beside `path`, fsync, then rename over `path`."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CheckpointError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save `obj` to `path` atomically (emaseg.atomic); raises WriteError if it cannot.
 
-
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Renames a finished temp file over `path` with the usual permissions (mkstemp makes it 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    Serialised in memory first: torch's own file writer reports a full disk as an opaque C++
+    error, while Python I/O raises an OSError that names the reason.
+    """
+    check_output(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def file_sha256(path: str | os.PathLike) -> str:

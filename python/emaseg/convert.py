@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .atomic import WriteError, check_output
 from .checkpoint import CheckpointError, file_sha256, read_torch_file, save_checkpoint
 from .classes import classes_and_palette
 from .config import Config, get_config
@@ -120,6 +121,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, config: str | Non
             recipe: str = "512x1024") -> Config:
     """Converts `src` (mmseg) into our checkpoint at `dst`; returns the config it was matched to."""
     src, dst = Path(src), Path(dst)
+    try:  # before reading (seconds for a big file): a bad output is known now
+        check_output(dst, inputs=[src])
+    except WriteError as e:
+        raise ConversionError(str(e)) from e
     try:
         obj = read_torch_file(src)
     except CheckpointError as e:
@@ -145,6 +150,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, config: str | Non
               "mmseg_version": str(meta.get("mmseg_version", "unknown")) if isinstance(meta, dict) else "unknown"}
     try:
         save_checkpoint(dst, model, cfg, class_names=names, palette=palette, extra={"converted_from": source})
-    except (CheckpointError, OSError) as e:
-        raise ConversionError(f"cannot write {dst}: {e}") from e
+    except OSError as e:  # WriteError: "cannot write DST: REASON", temp file already removed
+        raise ConversionError(str(WriteError.from_os_error(dst, e))) from e
     return cfg

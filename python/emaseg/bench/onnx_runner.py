@@ -19,6 +19,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
 INPUT_NAME, OUTPUT_NAME = "images", "labels"
@@ -30,7 +32,7 @@ def export_onnx(module, example, path: str | Path, exporter: str, opset: int = O
 
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
-    path = Path(path)
+    path = Path(path)  # written in place: callers pass a temporary name (export_checked)
     t0 = time.perf_counter()
     with torch.no_grad():
         if exporter == "dynamo":
@@ -101,23 +103,30 @@ def export_checked(module, frames: Sequence[np.ndarray], reference: Sequence[np.
     for name in exporters:
         attempt: dict[str, Any] = {"exporter": name}
         tried.append(attempt)
-        candidate = path.with_name(f"{path.stem}.{name}{path.suffix}")
         try:
-            attempt.update(export_onnx(module, example, candidate, name))
-            runner = OrtSegmenter(candidate, threads)
-            scores = [agreement(runner.segment(f), r) for f, r in zip(frames, reference)]
-            valid = [v for v in scores if v is not None]
-            attempt["label_agreement"] = min(valid) if valid else None
-            attempt["ok"] = bool(valid) and min(valid) >= min_agreement
-        except Exception as e:  # an exporter failing is a result, not a crash
-            attempt["ok"] = False
-            attempt["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            attempt["traceback_tail"] = traceback.format_exc().strip().splitlines()[-3:]
-        if attempt["ok"]:
-            candidate.replace(path)
-            return {"chosen": name, "path": str(path), "tried": tried}
-        candidate.unlink(missing_ok=True)
+            # The candidate becomes `path` only if it qualifies; ORT reads the extension.
+            with atomic_path(path, suffix=path.suffix) as candidate:
+                try:
+                    attempt.update(export_onnx(module, example, candidate, name))
+                    runner = OrtSegmenter(candidate, threads)
+                    scores = [agreement(runner.segment(f), r) for f, r in zip(frames, reference)]
+                    valid = [v for v in scores if v is not None]
+                    attempt["label_agreement"] = min(valid) if valid else None
+                    attempt["ok"] = bool(valid) and min(valid) >= min_agreement
+                except Exception as e:  # an exporter failing is a result, not a crash
+                    attempt["ok"] = False
+                    attempt["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                    attempt["traceback_tail"] = traceback.format_exc().strip().splitlines()[-3:]
+                if not attempt["ok"]:
+                    raise _Rejected
+        except _Rejected:
+            continue
+        return {"chosen": name, "path": str(path), "tried": tried}
     return {"chosen": None, "path": None, "tried": tried}
+
+
+class _Rejected(Exception):
+    """Leaves an atomic_path block without publishing the candidate (it is removed)."""
 
 
 def ort_version() -> Optional[str]:

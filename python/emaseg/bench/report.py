@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from ..atomic import atomic_path
+
 # Display order and labels of the backend rows.
 ROW_LABELS = {
     "eager": "PyTorch eager (Python)",
@@ -153,6 +155,9 @@ def chart(result: dict[str, Any], path: str | Path) -> Path:
                      + (" [--quick]" if result.get("quick") else ""), fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path, suffix=path.suffix) as tmp:  # savefig picks the format by extension
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path

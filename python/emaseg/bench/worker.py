@@ -27,11 +27,11 @@ import platform
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..atomic import atomic_open, write_atomic
 from .timing import current_rss_mb, peak_rss_mb, summarize, time_calls
 
 BACKENDS = ("eager", "eager_cl", "torchscript", "torchscript_ofi", "cpp", "onnxruntime", "block", "matmul",
@@ -123,8 +123,9 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
     if args.labels and any(o is not None for o in by_frame):
         # Frames never reached (a row stopped early by --max-seconds) are all -1.
         shape = next(np.asarray(o).shape for o in by_frame if o is not None)
-        np.save(args.labels, np.stack([np.asarray(o).astype(np.int32) if o is not None
-                                       else np.full(shape, -1, np.int32) for o in by_frame]))
+        with atomic_open(args.labels, "wb") as f:
+            np.save(f, np.stack([np.asarray(o).astype(np.int32) if o is not None
+                                 else np.full(shape, -1, np.int32) for o in by_frame]))
     return {
         **info,
         "frames": [int(v) for v in frames.shape],
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     result["peak_rss_mb"] = result.get("peak_rss_mb", peak_rss_mb())
     if "torch" in sys.modules:
         result["torch_version"] = sys.modules["torch"].__version__
-    Path(args.result).write_text(json.dumps(result, indent=1))
+    write_atomic(args.result, json.dumps(result, indent=1))
     return 0 if result["ok"] else 1
 
 

@@ -25,6 +25,7 @@ is x = 0 and the road surface y = 0.
 from __future__ import annotations
 
 import math
+import errno
 import os
 import re
 import sys
@@ -38,6 +39,8 @@ from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
+
+from ..atomic import atomic_path, write_atomic
 
 # Cityscapes trainIds.
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, TRAFFIC_LIGHT, TRAFFIC_SIGN, VEGETATION, TERRAIN, SKY,
@@ -1715,19 +1718,12 @@ def generate_video_frames(seed: int, n: int, height: int, width: int, fps: float
 
 
 def atomic_write_png(path: Path, array: np.ndarray) -> None:
-    """Encode, write to a temporary name, then rename: a crash never leaves a truncated PNG
-    under the final name (and the `.part` name matches no loader pattern)."""
+    """Encode, then write atomically (emaseg.atomic): a crash never leaves a truncated PNG under
+    the final name, and the hidden `.NAME.*.tmp` name matches no loader pattern."""
     ok, buf = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"could not encode {path}")
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, buf.tobytes())
 
 
 def image_paths(out: Path, split: str, index: int) -> tuple[Path, Path]:
@@ -1797,6 +1793,15 @@ def video_label_dir(path: str | Path) -> Path:
     return path.with_name(path.stem + "_labels") if path.suffix else path.with_name(path.name + "_labels")
 
 
+def _video_error(what: str, folder: Path) -> OSError:
+    """OpenCV's writer gives no reason for a failure; a full disk is the usual one, so say so
+    when the folder's file system has (next to) no room left."""
+    st = os.statvfs(folder)
+    if st.f_bavail * st.f_frsize < 1 << 20:
+        return OSError(errno.ENOSPC, f"{what}: {os.strerror(errno.ENOSPC)}")
+    return OSError(what)
+
+
 def write_video(path: str | Path, frames: int, fps: float, size: tuple[int, int], seed: int = 0,
                 progress: bool = True) -> dict:
     """Write an mp4 ('mp4v') of a drive down a street plus `<stem>_labels/frame_{k:06d}.png`.
@@ -1808,11 +1813,7 @@ def write_video(path: str | Path, frames: int, fps: float, size: tuple[int, int]
     if h % 2 or w % 2:
         raise ValueError(f"video size {h}x{w} must be even (mp4v would silently crop it)")
     labels = video_label_dir(path)
-    tmp = path.with_name(path.stem + ".part" + (path.suffix or ".mp4"))
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-    if not writer.isOpened():
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot open a video writer for {tmp}")
+    made_labels = not labels.exists()
     labels.mkdir(parents=True, exist_ok=True)
     for old in labels.glob("frame_*.png"):  # a longer earlier run: keep labels == video frames
         if old.stem[6:].isdigit() and int(old.stem[6:]) >= frames:
@@ -1820,21 +1821,33 @@ def write_video(path: str | Path, frames: int, fps: float, size: tuple[int, int]
     t0 = time.perf_counter()
     bar = _progress(frames, "video", progress)
     try:
-        for k, (img, lab) in enumerate(generate_video_frames(seed, frames, h, w, fps)):
-            writer.write(img)
-            atomic_write_png(labels / f"frame_{k:06d}.png", lab)
-            if bar is not None:
-                bar.update(1)
-        writer.release()
-        n, vw, vh = _probe_video(tmp)
-        if (n, vw, vh) != (frames, w, h):
-            raise OSError(f"{tmp} re-opened with {n} frames of {vw}x{vh}, expected {frames} of {w}x{h}")
-        os.replace(tmp, path)
+        # OpenCV picks the container from the extension, so the temporary name keeps it.
+        with atomic_path(path, suffix=path.suffix or ".mp4") as tmp:
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+            if not writer.isOpened():
+                raise _video_error("OpenCV cannot open an mp4v writer", path.parent)
+            try:
+                for k, (img, lab) in enumerate(generate_video_frames(seed, frames, h, w, fps)):
+                    writer.write(img)
+                    atomic_write_png(labels / f"frame_{k:06d}.png", lab)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                writer.release()
+            n, vw, vh = _probe_video(tmp)  # a full disk shows here: OpenCV's writer does not report it
+            if (n, vw, vh) != (frames, w, h):
+                raise _video_error(f"the video re-opened with {n} frames of {vw}x{vh}, expected {frames} of "
+                                   f"{w}x{h}", path.parent)
+    except BaseException:
+        if made_labels:  # this run's own folder: no labels beside a video that was not written
+            for k in range(frames):
+                (labels / f"frame_{k:06d}.png").unlink(missing_ok=True)
+            if not any(labels.iterdir()):
+                labels.rmdir()
+        raise
     finally:
-        writer.release()
         if bar is not None:
             bar.close()
-        tmp.unlink(missing_ok=True)
     secs = time.perf_counter() - t0
     return {"path": str(path), "labels": str(labels), "frames": frames, "fps": fps, "seconds": secs}
 

@@ -1,10 +1,9 @@
 """Checkpoint -> scripted SegmentationModule -> file, guarded by a parity gate.
 
-The file is written under a temporary name, reloaded and compared with the eager module on
-several frames; only if labels are identical and scores agree is it renamed into place.
+The file is written under a temporary name (emaseg.atomic), reloaded and compared with the eager
+module on several frames; only if labels are identical and scores agree is it renamed into place.
 """
-import os
-import tempfile
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,8 @@ from typing import Any, Optional
 import torch
 
 from .. import __version__
-from ..checkpoint import CheckpointError, file_sha256, load_model, publish
+from ..atomic import WriteError, atomic_open, check_output
+from ..checkpoint import CheckpointError, file_sha256, load_model
 from .metadata import EXTRA_FILE, FORMAT, FORMAT_VERSION, encode, read_metadata
 from .module import MIN_SIZE, ResizePolicy, SegmentationModule
 
@@ -128,28 +128,32 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
                  resize: Optional[ResizePolicy] = None, flip: bool = False, dtype: str = "float32",
                  device: str = "cpu", optimize: bool = False, frames: Optional[list[torch.Tensor]] = None) -> ExportReport:
     output = Path(output)
-    if not output.parent.is_dir():
-        raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
-    if not os.access(output.parent, os.W_OK):
-        raise ExportError(f"cannot write {output}: folder {output.parent} is not writable")
+    try:
+        check_output(output, inputs=[checkpoint])
+    except WriteError as e:
+        raise ExportError(str(e)) from e
     module, meta = build_module(checkpoint, mode=mode, resize=resize, flip=flip, dtype=dtype, device=device)
     scripted = script_module(module, optimize)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
+    # torch.jit.save aborts the process (C++ exception, SIGABRT) when the disk fills; saving to
+    # memory and writing the bytes with Python I/O turns that into a catchable OSError.
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer, _extra_files={EXTRA_FILE: encode(meta)})
     try:
-        torch.jit.save(scripted, tmp, _extra_files={EXTRA_FILE: encode(meta)})
-        loaded = torch.jit.load(tmp, map_location=device)
-        read_metadata(tmp)  # the metadata round-trips before the file is called done
-        rows = check_parity(module, loaded, frames or parity_frames(), TOLERANCE[dtype], device)
-        if not all(r["ok"] for r in rows):
-            report = "; ".join(f"{r['shape']}: max score diff {r['max_abs_score_diff']:.2e}, "
-                               f"{r['labels_differ']} labels differ" for r in rows)
-            raise ExportError(f"parity gate failed (tolerance {TOLERANCE[dtype]:g}): {report}")
-        timing = _time_per_frame(loaded, device)
-        publish(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with atomic_open(output, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            del buffer
+            # The gate checks the bytes on disk, read back, before the file gets its final name.
+            loaded = torch.jit.load(f.name, map_location=device)
+            read_metadata(f.name)
+            rows = check_parity(module, loaded, frames or parity_frames(), TOLERANCE[dtype], device)
+            if not all(r["ok"] for r in rows):
+                report = "; ".join(f"{r['shape']}: max score diff {r['max_abs_score_diff']:.2e}, "
+                                   f"{r['labels_differ']} labels differ" for r in rows)
+                raise ExportError(f"parity gate failed (tolerance {TOLERANCE[dtype]:g}): {report}")
+            timing = _time_per_frame(loaded, device)
+    except WriteError as e:
+        raise ExportError(str(e)) from e
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
 
 

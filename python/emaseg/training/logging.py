@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_path, write_atomic
+
 
 class JsonlLog:
     """Appends records `{"type": "train"|"val"|..., "iter": i, ...}` to a JSON-lines file.
@@ -26,9 +28,7 @@ class JsonlLog:
                         kept.append(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by a crash
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
@@ -69,8 +69,8 @@ def plot_curves(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Non
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(".tmp." + png_path.name)
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    try:
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
