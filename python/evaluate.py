@@ -9,6 +9,10 @@
 settings (whole/slide, test scale, TTA ratios) unless `--config`/`--mode`/`--set` say otherwise.
 `--model` scores an exported TorchScript file as a black box on the raw images (its test
 settings are baked in), which proves the artifact that will be deployed.
+
+Exit status: 0 scored; 1 error (one line on stderr): a missing or bad model/data file, a `--json`
+path that cannot be written (checked before evaluating; if writing still fails at the end, the
+results are printed to stdout first), no labelled pixel to score; 2 bad flags; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -20,12 +24,30 @@ from pathlib import Path
 
 import torch
 
+from emaseg.atomic import WriteError, check_output, write_atomic
 from emaseg.checkpoint import CheckpointError, load_checkpoint, load_model
 from emaseg.config import Config, get_config
 from emaseg.data.datasets import DatasetError, build_dataset
 from emaseg.data.loader import error_message, eval_loader
 from emaseg.evaluation import evaluate, model_predictor, scripted_predictor
 from emaseg.training import distributed as dist_utils
+
+
+class EvaluationError(RuntimeError):
+    """Nothing meaningful to report (e.g. no labelled pixel); the message says why."""
+
+
+def _count(minimum: int):
+    """An argparse type: an int >= minimum, so a bad value is a usage error (exit 2), not NaN."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -41,13 +63,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["whole", "slide"], default=None, help="inference mode (default: the config's)")
     p.add_argument("--aug-test", action="store_true", help="multi-scale (test.aug_ratios) + flip averaging")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if available")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes")
-    p.add_argument("--max-images", type=int, default=None, help="score only the first N images")
+    p.add_argument("--workers", type=_count(0), default=2, help="data loader processes")
+    p.add_argument("--max-images", type=_count(1), default=None, help="score only the first N images")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.json:  # a run can take hours: a result that cannot be saved is refused up front
+        check_output(args.json, inputs=[args.checkpoint, args.model])
     device_kind = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_kind == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but no CUDA device is available")
@@ -69,6 +93,8 @@ def main(args: argparse.Namespace) -> dict:
         if args.mode or args.aug_test:
             raise ValueError("--mode/--aug-test do not apply to --model: the exported file has its test "
                              "settings built in (export again to change them)")
+        if Path(args.model).is_dir():
+            raise CheckpointError(f"{args.model}: is a folder, expected an exported model file")
         if not Path(args.model).is_file():
             raise CheckpointError(f"{args.model}: no such file")
         extra = {"metadata.json": ""}
@@ -93,6 +119,9 @@ def main(args: argparse.Namespace) -> dict:
     matrix = evaluate(predict, batches, num_classes=num_classes, ignore_index=dataset.ignore_index,
                       device=device, desc=f"{args.split}")
     result = matrix.compute()
+    if not math.isfinite(result["mIoU"]):  # NaN: not one labelled pixel was scored
+        raise EvaluationError(f"no labelled pixel in the {args.split} images scored (all ignore_index "
+                              f"{dataset.ignore_index}?): the metrics are undefined")
     n_images = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
     report = {
         "source": str(source), "config": cfg.name, "dataset": cfg.data.dataset, "split": args.split,
@@ -106,7 +135,12 @@ def main(args: argparse.Namespace) -> dict:
         print(f"mIoU: {result['mIoU']:.2f}  aAcc: {result['aAcc']:.2f}  mAcc: {result['mAcc']:.2f}  "
               f"({n_images} images, {args.split})")
         if args.json:
-            Path(args.json).write_text(json.dumps(_finite(report), indent=2))
+            text = json.dumps(_finite(report), indent=2)
+            try:
+                write_atomic(args.json, text + "\n")
+            except WriteError:
+                print(text)  # the results, not lost; the error follows on stderr
+                raise
     dist_utils.cleanup()
     return report
 
@@ -123,7 +157,11 @@ def _finite(value):
 if __name__ == "__main__":
     try:
         main(get_args_parser().parse_args())
-    except (DatasetError, CheckpointError, ValueError) as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
+    except (DatasetError, CheckpointError, EvaluationError, ValueError, OSError) as e:
+        print(f"evaluate: error: {error_message(e)}", file=sys.stderr)
         dist_utils.cleanup()
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("evaluate: interrupted", file=sys.stderr)
+        dist_utils.cleanup()
+        sys.exit(130)

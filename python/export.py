@@ -6,6 +6,10 @@
         [--device cpu|cuda] [--optimize]
     python python/export.py --inspect models/NAME.pt
 
+Exit status: 0 written, 1 error (one line on stderr, nothing written: a bad or missing file, an
+output that cannot be written or would replace the checkpoint, a full disk), 2 bad flags,
+130 interrupted (nothing written).
+
 The file is only written after a parity gate: the saved-then-reloaded file must give the eager
 model's labels exactly, and its scores within tolerance, on frames of several odd sizes.
 """
@@ -36,11 +40,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(Exception):
+    """A bad command line: one line on stderr, exit status 2 (as argparse's own errors)."""
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ExportError(f"--size expects HxW like 512x1024, got {text!r}") from None
+        raise UsageError(f"--size expects HxW like 512x1024, got {text!r}") from None
     return h, w
 
 
@@ -49,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(read_metadata(args.inspect), indent=2))
         return 0
     if not args.checkpoint or not args.output:
-        raise ExportError("--checkpoint and --output are required (or --inspect FILE)")
+        raise UsageError("--checkpoint and --output are required (or --inspect FILE)")
     resize = None
     if args.size:
         h, w = parse_size(args.size)
@@ -71,6 +79,12 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(get_args_parser().parse_args()))
-    except (ExportError, ExportedFileError) as e:
+    except (ExportError, ExportedFileError, OSError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except UsageError as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("export: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)

@@ -8,12 +8,17 @@ Iteration-based: SGD (momentum, weight decay on every trainable parameter), poly
 iteration, CE (decode) + 0.4 CE (aux). `--batch-size` is per process. The work dir receives
 `log.jsonl`, `curves.png`, `config.json`, `latest.pth` (model + resume state) and `best.pth`
 (best validation mIoU), both in the emaseg checkpoint format and written atomically.
+
+Exit status: 0 done; 1 error (one line on stderr: bad data, checkpoint or --work-dir, a NaN loss,
+a file that cannot be written such as a full disk; the checkpoints already in the work dir stay
+complete); 2 bad flags; 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 import emaseg
+from emaseg.atomic import same_file, write_atomic
 from emaseg.checkpoint import CheckpointError, load_checkpoint, read_torch_file, save_checkpoint
 from emaseg.config import Config, get_config
 from emaseg.data.datasets import DatasetError, build_dataset
@@ -210,6 +216,31 @@ def train_one_interval(model: nn.Module, criterion, optimizer: torch.optim.Optim
             count, data_time, step_time = 0, 0.0, 0.0
 
 
+def prepare_work_dir(work_dir: Path) -> Path:
+    """Creates the work dir; a path that is a file, or a folder that cannot be made, is a
+    TrainingError (one line) rather than an OSError traceback."""
+    if work_dir.exists() and not work_dir.is_dir():
+        raise TrainingError(f"--work-dir {work_dir} is a file, not a folder: choose another --work-dir")
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create --work-dir {work_dir}: {e.strerror or e}") from e
+    if not os.access(work_dir, os.W_OK | os.X_OK):
+        raise TrainingError(f"--work-dir {work_dir} is not writable")
+    return work_dir
+
+
+def check_load_from(load_from: str | None, work_dir: Path, resuming: bool) -> None:
+    """A fresh run rewrites latest.pth and best.pth: refuse to start from one of them, which the
+    run would overwrite (resuming from latest.pth is the intended exception)."""
+    if not load_from or resuming:
+        return
+    for name in ("latest.pth", "best.pth"):
+        if (work_dir / name).exists() and same_file(load_from, work_dir / name):
+            raise TrainingError(f"--load-from {load_from} is this run's {work_dir / name}, which training "
+                                f"overwrites: copy it elsewhere first, pick another --work-dir, or --resume")
+
+
 def find_resume(resume: str | None, work_dir: Path, say) -> Path | None:
     """--resume PATH, or with "auto" work_dir/latest.pth when it exists (a fresh start otherwise)."""
     if resume != "auto":
@@ -243,12 +274,12 @@ def main(args: argparse.Namespace) -> nn.Module:
     distributed, rank, world_size, local_rank = dist_utils.init_distributed(device_kind)
     device = torch.device("cuda", local_rank) if device_kind == "cuda" else torch.device("cpu")
     main_process = rank == 0
-    work_dir = Path(args.work_dir or Path("work_dirs") / cfg.name)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = prepare_work_dir(Path(args.work_dir or Path("work_dirs") / cfg.name))
     say = tqdm.write if main_process else (lambda *a, **k: None)
 
     # Resume: the state decides the start point and the seed (the data stream is a function of it).
     resume_path = find_resume(args.resume, work_dir, say)
+    check_load_from(args.load_from, work_dir, resuming=resume_path is not None)
     resume, seed, start_iter, best_miou = None, args.seed, 0, None
     if resume_path is not None:
         resume = load_checkpoint(resume_path)
@@ -340,7 +371,7 @@ def main(args: argparse.Namespace) -> nn.Module:
 
     log = None
     if main_process:
-        (work_dir / "config.json").write_text(cfg.to_json())
+        write_atomic(work_dir / "config.json", cfg.to_json())
         log = JsonlLog(work_dir / "log.jsonl", resume_iter=start_iter if resume is not None else None)
         log.write({"type": "start", "iter": start_iter, "config": cfg.name, "world_size": world_size,
                    "batch_size": cfg.schedule.batch_size, "device": str(device), "amp": args.amp, "seed": seed,
@@ -422,7 +453,12 @@ def main(args: argparse.Namespace) -> nn.Module:
 if __name__ == "__main__":
     try:
         main(get_args_parser().parse_args())
-    except (TrainingError, DatasetError, CheckpointError, ValueError) as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
+    except (TrainingError, DatasetError, CheckpointError, ValueError, OSError) as e:
+        print(f"train: error: {error_message(e)}", file=sys.stderr)
         dist_utils.cleanup()
         sys.exit(1)
+    except KeyboardInterrupt:
+        # Checkpoints are written atomically: whatever latest.pth/best.pth hold is complete.
+        print("train: interrupted; the checkpoints in the work dir are the last complete ones", file=sys.stderr)
+        dist_utils.cleanup()
+        sys.exit(130)

@@ -5,6 +5,10 @@
 
 Without --config the architecture is read off the weights; --recipe picks that recipe's
 align_corners, test mode, crop and stride. With --config the weights are checked against it.
+
+Exit status: 0 written; 1 error (one line on stderr, OUT not written or left as it was: a bad
+input, an output folder that is missing, OUT equal to IN, a full disk); 2 bad flags; 130
+interrupted.
 """
 import argparse
 import sys
@@ -27,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = convert(args.src, args.dst, config=args.config, recipe=args.recipe)
-    except ConversionError as e:
+    except (ConversionError, OSError) as e:
         print(f"convert_mmseg: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"convert_mmseg: interrupted; {args.dst} was not written", file=sys.stderr)
+        return 130
     print(f"wrote {args.dst} (config {cfg.name}, {cfg.model.num_classes} classes)")
     return 0
 

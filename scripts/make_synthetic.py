@@ -10,7 +10,9 @@ Layout (read by the Cityscapes loader, dataset name `synthetic`):
 Video: PATH (mp4v) plus PATH-without-suffix + `_labels/frame_{k:06d}.png`.
 
 Every argument is checked before anything is written; a bad one gives one error line on stderr
-and exit status 2. Files are written under a temporary name and renamed when complete.
+and exit status 2. Files are written under a temporary name and renamed when complete
+(emaseg.atomic); a write error (e.g. a full disk) is one line naming the file and the reason,
+exit status 1, every file already written complete; Ctrl-C exits 130.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
     from emaseg.data import synthetic
 
+from emaseg.atomic import WriteError
 from emaseg.classes import CITYSCAPES_CLASSES
 
 PROG = "make_synthetic.py"
@@ -120,6 +123,13 @@ def _summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def _describe(error: Exception) -> str:
+    """One line: the atomic writer's own text, else "PATH: REASON" rather than "[Errno 2] ...: 'PATH'"."""
+    if isinstance(error, OSError) and not isinstance(error, WriteError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = validate(_parser().parse_args(argv))
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"video: {v['path']} ({v['frames']} frames at {v['fps']:g} fps, verified), "
                   f"labels: {v['labels']}/frame_*.png ({v['seconds']:.1f} s)")
     except (OSError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {_describe(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (completed files are valid; nothing half-written is left)", file=sys.stderr)
