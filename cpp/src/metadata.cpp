@@ -96,8 +96,9 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   Metadata meta;
   meta.json = json;
   meta.format = reader.text("format", true);
-  if (meta.format != "emaseg.torchscript")
-    reader.fail("has format \"" + meta.format + "\", expected \"emaseg.torchscript\"");
+  if (meta.format != "emaseg.torchscript" && meta.format != "emaseg.aoti")
+    reader.fail("has format \"" + meta.format +
+                "\", expected \"emaseg.torchscript\" (.pt) or \"emaseg.aoti\" (.pt2)");
   meta.format_version = reader.integer("format_version", true);
   if (meta.format_version != kFormatVersion)
     reader.fail("has format_version " + std::to_string(meta.format_version) +

@@ -1,6 +1,6 @@
-// The seam between Segmenter and an inference engine. TorchScript is the only engine today;
-// torch.export / AOTInductor packages can be added as further backends without touching the
-// public API, because nothing here mentions torch.
+// The seam between Segmenter and an inference engine: TorchScript archives (.pt) and
+// AOTInductor packages (.pt2) today. Nothing here mentions torch, so engines come and go
+// without touching the public API.
 #pragma once
 
 #include "emaseg/emaseg.h"
@@ -27,10 +27,24 @@ class ModelBackend {
   virtual std::vector<cv::Mat> probabilities(const cv::Mat& frame) = 0;
 };
 
-// Both throw Error: kModel for files that are not TorchScript or lack metadata.json, kDevice
-// and kArgument for unusable Options.
+// Loads a model file or buffer with the backend its content calls for (not its name).
+// Throw Error: kModel for files that are not ema-seg models, kDevice and kArgument for
+// unusable Options.
+std::unique_ptr<ModelBackend> load_model_file(const std::string& path, const Options& options);
+std::unique_ptr<ModelBackend> load_model_buffer(const void* data, std::size_t size,
+                                                const Options& options);
+
+// TorchScript: kModel for files that are not TorchScript or lack metadata.json.
 std::unique_ptr<ModelBackend> load_torchscript_file(const std::string& path, const Options& options);
 std::unique_ptr<ModelBackend> load_torchscript_buffer(const void* data, std::size_t size,
                                                       const Options& options);
+
+// AOTInductor packages: kModel also for a package compiled for a CPU ISA this machine lacks
+// or for another torch version (checked before its code is loaded).
+bool is_aoti_package_file(const std::string& path);
+bool is_aoti_package_buffer(const void* data, std::size_t size);
+std::unique_ptr<ModelBackend> load_aoti_file(const std::string& path, const Options& options);
+std::unique_ptr<ModelBackend> load_aoti_buffer(const void* data, std::size_t size,
+                                               const Options& options);
 
 }  // namespace emaseg::detail

@@ -86,13 +86,13 @@ struct Segmenter::Impl {
 };
 
 Segmenter::Segmenter(const std::string& model_path, const Options& options)
-    : impl_(std::make_unique<Impl>(detail::load_torchscript_file(model_path, checked(options)), options,
+    : impl_(std::make_unique<Impl>(detail::load_model_file(model_path, checked(options)), options,
                                    "'" + model_path + "'")) {
   if (options.warmup_runs > 0) warmup(options.warmup_size, options.warmup_runs);
 }
 
 Segmenter::Segmenter(const void* data, std::size_t size, const Options& options)
-    : impl_(std::make_unique<Impl>(detail::load_torchscript_buffer(data, size, checked(options)), options,
+    : impl_(std::make_unique<Impl>(detail::load_model_buffer(data, size, checked(options)), options,
                                    "in memory")) {
   if (options.warmup_runs > 0) warmup(options.warmup_size, options.warmup_runs);
 }

@@ -74,7 +74,7 @@ struct Options {
 
 // The model's metadata.json (docs/model_file_format.md), parsed.
 struct Metadata {
-  std::string format;  // "emaseg.torchscript"
+  std::string format;  // "emaseg.torchscript" (.pt) or "emaseg.aoti" (.pt2)
   int format_version = 0;
   std::string config_name;
   int num_classes = 0;

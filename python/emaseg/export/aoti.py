@@ -1,0 +1,159 @@
+"""AOTInductor packages (.pt2): the deployable module through torch.export and AOTInductor.
+
+A package holds two compiled models, "model" (uint8 BGR frames in, labels out) and
+"probabilities", plus the ema-seg metadata and what the package is tied to: AOTInductor
+compiles for the CPU it runs on (-march=native) and against one torch, so the torch version and
+this CPU's instruction-set flags are recorded and the C++ runtime checks both before it loads
+the compiled code (cpp/src/aoti_backend.cpp).
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+FORMAT = "emaseg.aoti"
+MODELS = ("model", "probabilities")
+# Instruction-set extensions a compiler may use with -march=native, as /proc/cpuinfo names them.
+ISA_FLAGS = (
+    "sse3", "ssse3", "sse4_1", "sse4_2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2",
+    "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi",
+    "avx512_vbmi2", "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16",
+    "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+)
+
+
+class PackageError(RuntimeError):
+    """A .pt2 file that is missing, not an ema-seg package, or cannot run here."""
+
+
+def cpu_flags() -> list[str]:
+    """The ISA extensions of this CPU that code compiled here may use."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in ISA_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
+class _Probabilities(nn.Module):
+    """The module's probabilities() as a forward, for torch.export."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module.probabilities(images)
+
+
+def export_program(module: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
+    """torch.export of `module(images)`; batch, height and width symbolic where the code allows
+    (Dim.AUTO specialises a dimension the code branches on instead of failing)."""
+    auto = torch.export.Dim.AUTO
+    shapes = {"images": {0: auto, 1: auto, 2: auto}} if dynamic else None
+    with torch.no_grad():
+        return torch.export.export(module, (example,), dynamic_shapes=shapes)
+
+
+def specialised_dims(program: torch.export.ExportedProgram) -> dict[str, int]:
+    """Input dimensions the export fixed to a number (N, H, W), e.g. {"H": 256}."""
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name.startswith("images"))
+    shape = node.meta["val"].shape
+    return {name: int(size) for name, size in zip("NHW", shape[:3]) if isinstance(size, int)}
+
+
+def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.PathLike, *,
+                    example: torch.Tensor, dynamic: bool = True) -> dict[str, int]:
+    """Exports and compiles `module` (labels) and its probabilities into one package at `path`.
+
+    Returns the input dimensions that had to be specialised (empty: any frame size runs).
+    """
+    from torch._inductor import aot_compile
+    from torch._inductor.package import package_aoti
+
+    tags = {
+        "emaseg_metadata": json.dumps({**metadata, "format": FORMAT}),
+        "emaseg_torch_version": torch.__version__,
+        "emaseg_cpu_flags": " ".join(cpu_flags()),
+    }
+    files = {}
+    fixed: dict[str, int] = {}
+    for name, wrapped in (("model", module), ("probabilities", _Probabilities(module))):
+        program = export_program(wrapped, example, dynamic)
+        fixed.update(specialised_dims(program))
+        # Freezing folds the weights into the graph: constant folding, and (for int8) the
+        # quantised kernels actually run instead of float fallbacks.
+        options = {"freezing": True, "aot_inductor.package": True, "aot_inductor.metadata": dict(tags)}
+        with torch.no_grad():
+            files[name] = aot_compile(program.module(check_guards=False), (example,), options=options)
+    package_aoti(os.fspath(path), files)
+    return fixed
+
+
+def read_package_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of the package's labels model (ema-seg's and AOTInductor's keys),
+    read from the archive without loading any compiled code."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                parts = name.split("/")
+                if parts[1:4] == ["data", "aotinductor", "model"] and name.endswith(".wrapper_metadata.json"):
+                    return json.loads(archive.read(name))
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise PackageError(f"{path}: not a readable .pt2 package ({e})") from None
+    raise PackageError(f"{path}: not an AOTInductor package with a model named 'model'")
+
+
+def check_runnable(tags: dict[str, str], path: str | os.PathLike) -> None:
+    """Refuses, with the reason, a package this machine cannot run."""
+    built = tags.get("emaseg_torch_version", "?")
+    if built.split("+")[0] != torch.__version__.split("+")[0]:
+        raise PackageError(f"{path} was compiled with torch {built}, this is torch {torch.__version__}; "
+                           "export it again with this torch")
+    missing = sorted(set(tags.get("emaseg_cpu_flags", "").split()) - set(cpu_flags()))
+    if missing:
+        raise PackageError(f"{path} was compiled for a CPU with {' '.join(missing)}, which this CPU lacks; "
+                           "export it again on this machine")
+
+
+def load_package(path: str | os.PathLike, device: str = "cpu",
+                 name: str = "model") -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    """One compiled model of a package (`model`: labels, `probabilities`) and the ema-seg metadata."""
+    from torch._inductor.package import load_package as load_aoti
+
+    tags = read_package_metadata(path)
+    if "emaseg_metadata" not in tags:
+        raise PackageError(f"{path}: an AOTInductor package without ema-seg metadata")
+    check_runnable(tags, path)
+    device_index = -1 if device == "cpu" else torch.device(device).index or 0
+    compiled = load_aoti(os.fspath(path), name, device_index=device_index)
+    return compiled, json.loads(tags["emaseg_metadata"])
+
+
+def is_package(path: str | os.PathLike) -> bool:
+    """True for AOTInductor packages, whatever the file's name (TorchScript files are zips too)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/archive_format") and archive.read(n) == b"pt2" for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def package_input(example_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """The example frame torch.export traces with: a batch of 2 and odd sizes, since
+    Dim.AUTO specialises dimensions whose example is 0 or 1."""
+    h, w = example_size or (97, 131)
+    return torch.zeros(2, h, w, 3, dtype=torch.uint8)
+
+
+__all__ = ["FORMAT", "PackageError", "check_runnable", "compile_package", "cpu_flags", "is_package",
+           "load_package", "package_input", "read_package_metadata", "specialised_dims"]
