@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Export a checkpoint to one self-describing TorchScript file (docs/model_file_format.md).
+"""Export a checkpoint to one self-describing model file (docs/model_file_format.md).
 
     python python/export.py --checkpoint CKPT --output models/NAME.pt [--mode whole|slide]
         [--size HxW | --short-side N] [--flip] [--dtype float32|float16|bfloat16]
         [--device cpu|cuda] [--optimize]
+    python python/export.py --checkpoint CKPT --output models/NAME.pt2 [same options]
     python python/export.py --inspect models/NAME.pt
+
+The output's suffix picks the format: .pt is TorchScript (loads in any LibTorch app, any CPU);
+.pt2 is an AOTInductor package (torch.export, compiled ahead of time: faster, but tied to this
+CPU's instruction set, or the GPU, and to this torch version; the runtime checks both).
 
 Exit status: 0 written, 1 error (one line on stderr, nothing written: a bad or missing file, an
 output that cannot be written or would replace the checkpoint, a full disk), 2 bad flags,
@@ -26,7 +31,7 @@ from emaseg.export import ExportedFileError, ExportError, ResizePolicy, export_m
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="emaseg checkpoint (.pth)")
-    p.add_argument("--output", help="file to write (.pt)")
+    p.add_argument("--output", help="file to write: .pt (TorchScript) or .pt2 (AOTInductor package)")
     p.add_argument("--mode", choices=("whole", "slide"), help="inference mode (default: the config's)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--size", help="resize every frame to HxW before the network")
@@ -58,6 +63,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint or not args.output:
         raise UsageError("--checkpoint and --output are required (or --inspect FILE)")
+    if Path(args.output).suffix not in (".pt", ".pt2"):
+        raise UsageError(f"--output must end in .pt (TorchScript) or .pt2 (AOTInductor), got {args.output!r}")
     resize = None
     if args.size:
         h, w = parse_size(args.size)
@@ -71,8 +78,11 @@ def main(args: argparse.Namespace) -> int:
     worst = max(r["max_abs_score_diff"] for r in report.parity)
     print(f"wrote {report.output} ({report.metadata['config_name']}, {report.metadata['dtype']}, "
           f"mode {report.metadata['mode']}, resize {report.metadata['resize']['type']})")
+    fixed = report.metadata.get("fixed_input") or {}
+    if fixed:  # what torch.export could not keep symbolic: the package takes only these sizes
+        print("note: the package is specialised to " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     print(f"parity: {len(report.parity)} batches, labels identical, max score diff {worst:.2e}; "
-          f"{report.seconds_per_frame * 1000:.1f} ms per 120x200 frame on {args.device}")
+          f"{report.seconds_per_frame * 1000:.1f} ms per frame on {args.device}")
     return 0
 
 

@@ -38,7 +38,7 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitRuntime = 1,  // the model failed while running, or another unexpected error
   kExitUsage = 2,    // unknown or malformed option, missing input
-  kExitModel = 3,    // model file missing, corrupt, not TorchScript, no ema-seg metadata
+  kExitModel = 3,    // model file missing, corrupt, no ema-seg metadata, .pt2 for another CPU/torch
   kExitInput = 4,    // video, camera, stream or images cannot be opened
   kExitOutput = 5,   // output video, image folder or mask folder cannot be written
   kExitDevice = 6,   // requested device unavailable (e.g. --device cuda without CUDA)
@@ -46,10 +46,12 @@ enum ExitCode : int {
   kExitInterrupted = 130,  // SIGINT/SIGTERM: outputs were finished and closed first
 };
 
-constexpr const char* kDefaultModel = "models/emanet_demo.pt";
+// The default model, fastest first: the AOTInductor package where it runs on this machine,
+// else the TorchScript file (which runs anywhere).
+constexpr const char* kDefaultModels[] = {"models/emanet_demo.pt2", "models/emanet_demo.pt"};
 constexpr double kDefaultFps = 30.0;  // for cameras and streams that do not report one
 
-const char* const kHelp = R"(usage: ema_seg [--model FILE.pt] INPUT [options]
+const char* const kHelp = R"(usage: ema_seg [--model FILE] INPUT [options]
 
 Semantic segmentation with an exported ema-seg model (python python/export.py).
 
@@ -60,8 +62,10 @@ input (exactly one):
   --images DIR|GLOB    every image in DIR (sorted by name), or a pattern like 'dir/*.png'
 
 model:
-  --model FILE.pt      exported model (default: models/emanet_demo.pt in the current
-                       folder, else in <folder of ema_seg>/../models)
+  --model FILE         exported model, .pt (TorchScript) or .pt2 (AOTInductor, faster;
+                       compiled for this CPU and torch). Default: models/emanet_demo.pt2
+                       if it runs here, else models/emanet_demo.pt, in the current
+                       folder, else in <folder of ema_seg>/../models
   --device DEV         cpu (default), cuda or cuda:N
   --fp16               half precision (CUDA only)
   --threads N          LibTorch and OpenCV threads, 1 to 4 x the hardware threads
@@ -115,7 +119,7 @@ exit codes: 0 ok, 1 runtime error, 2 usage error, 3 model error, 4 input error,
 )";
 
 struct CliOptions {
-  std::string model;  // empty: look for kDefaultModel
+  std::string model;  // empty: the first of kDefaultModels that loads
   std::string video;
   std::optional<int> camera;
   std::string image;
@@ -344,18 +348,44 @@ std::string default_video_output(const std::string& input) {
   return (stem.empty() ? std::string("stream") : stem) + "_overlay.mp4";
 }
 
-std::string resolve_model(const std::string& given) {
-  if (!given.empty()) return given;
-  if (fs::exists(kDefaultModel)) return kDefaultModel;
+// The default models that exist, in the current folder, else beside the binary (../models).
+std::vector<std::string> default_models() {
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  const fs::path beside = ec ? fs::path() : (exe.parent_path() / ".." / kDefaultModel).lexically_normal();
-  if (!beside.empty() && fs::exists(beside)) return beside.string();
+  for (const fs::path& root : {fs::path("."), ec ? fs::path() : exe.parent_path() / ".."}) {
+    if (root.empty()) continue;
+    std::vector<std::string> found;
+    for (const char* name : kDefaultModels) {
+      const fs::path path = root == "." ? fs::path(name) : (root / name).lexically_normal();
+      if (fs::exists(path, ec)) found.push_back(path.string());
+    }
+    if (!found.empty()) return found;
+  }
   throw emaseg::Error(emaseg::Error::Kind::kModel,
-                      std::string("no --model given and no ") + kDefaultModel +
-                          " in the current folder" +
-                          (beside.empty() ? "" : " or at " + beside.string()) +
-                          "; pass --model FILE.pt or export one with python python/export.py");
+                      std::string("no --model given and no ") + kDefaultModels[1] + " or " +
+                          kDefaultModels[0] + " in the current folder or beside ema_seg; pass "
+                          "--model FILE.pt or export one with python python/export.py");
+}
+
+// --model, or the fastest default that loads here (a .pt2 compiled on another CPU or for
+// another torch is passed over, with a note, for the .pt).
+std::unique_ptr<emaseg::Segmenter> load_model(const CliOptions& o, const emaseg::Options& options,
+                                              std::string& path) {
+  if (!o.model.empty()) {
+    path = o.model;
+    return std::make_unique<emaseg::Segmenter>(path, options);
+  }
+  const std::vector<std::string> candidates = default_models();
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    try {
+      path = candidates[i];
+      return std::make_unique<emaseg::Segmenter>(path, options);
+    } catch (const emaseg::Error& e) {
+      if (e.kind() != emaseg::Error::Kind::kModel || i + 1 == candidates.size()) throw;
+      if (!o.quiet) print_stderr("note", std::string(e.what()) + "; using " + candidates[i + 1]);
+    }
+  }
+  return nullptr;  // not reached: the last candidate returns or throws
 }
 
 long peak_rss_kb() {  // VmHWM: the most resident memory this process has used
@@ -462,8 +492,9 @@ int run(const CliOptions& o) {
   options.optimize = o.optimize;
   options.threads = o.threads;
   options.max_pixels = static_cast<long long>(o.max_megapixels * 1e6);
-  const std::string model_path = resolve_model(o.model);
-  const emaseg::Segmenter segmenter(model_path, options);
+  std::string model_path;
+  const std::unique_ptr<emaseg::Segmenter> model = load_model(o, options, model_path);
+  const emaseg::Segmenter& segmenter = *model;
 
   // Open the input before creating any output, so a bad input leaves nothing behind.
   const bool image_input = !o.image.empty() || !o.images.empty();

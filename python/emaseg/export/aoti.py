@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 FORMAT = "emaseg.aoti"
+SUFFIX = ".pt2"
 MODELS = ("model", "probabilities")
 # Instruction-set extensions a compiler may use with -march=native, as /proc/cpuinfo names them.
 ISA_FLAGS = (
@@ -75,21 +76,24 @@ def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.
                     example: torch.Tensor, dynamic: bool = True) -> dict[str, int]:
     """Exports and compiles `module` (labels) and its probabilities into one package at `path`.
 
-    Returns the input dimensions that had to be specialised (empty: any frame size runs).
+    Returns the input dimensions that had to be specialised (empty: any batch and frame size
+    runs); the metadata records them as "fixed_input" so that loaders can say so.
     """
     from torch._inductor import aot_compile
     from torch._inductor.package import package_aoti
 
+    programs = {name: export_program(wrapped, example, dynamic)
+                for name, wrapped in (("model", module), ("probabilities", _Probabilities(module)))}
+    fixed: dict[str, int] = {}
+    for program in programs.values():
+        fixed.update(specialised_dims(program))
     tags = {
-        "emaseg_metadata": json.dumps({**metadata, "format": FORMAT}),
+        "emaseg_metadata": json.dumps({**metadata, "format": FORMAT, "fixed_input": fixed}),
         "emaseg_torch_version": torch.__version__,
         "emaseg_cpu_flags": " ".join(cpu_flags()),
     }
     files = {}
-    fixed: dict[str, int] = {}
-    for name, wrapped in (("model", module), ("probabilities", _Probabilities(module))):
-        program = export_program(wrapped, example, dynamic)
-        fixed.update(specialised_dims(program))
+    for name, program in programs.items():
         # Freezing folds the weights into the graph: constant folding, and (for int8) the
         # quantised kernels actually run instead of float fallbacks.
         options = {"freezing": True, "aot_inductor.package": True, "aot_inductor.metadata": dict(tags)}

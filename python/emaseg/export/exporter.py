@@ -12,8 +12,9 @@ from typing import Any, Optional
 import torch
 
 from .. import __version__
-from ..atomic import WriteError, atomic_open, check_output
+from ..atomic import WriteError, atomic_open, atomic_path, check_output
 from ..checkpoint import CheckpointError, file_sha256, load_model
+from . import aoti
 from .metadata import EXTRA_FILE, FORMAT, FORMAT_VERSION, encode, read_metadata
 from .module import MIN_SIZE, ResizePolicy, SegmentationModule
 
@@ -21,6 +22,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 # Eager and scripted run the same kernels, so float32 agrees to rounding (measured 0.0); the
 # low-precision exports get a looser bound because scripting may fuse casts differently.
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
+# Inductor fuses and reorders what eager runs op by op: float32 scores of a .pt2 agree to ~1e-6
+# (measured 1.7e-7 on the demo model), so the TorchScript bounds hold for packages too.
+PACKAGE_TOLERANCE = TOLERANCE
 PARITY_SIZES = ((1, 97, 131), (2, 75, 102), (1, 120, 200))
 
 
@@ -133,6 +137,10 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
     except WriteError as e:
         raise ExportError(str(e)) from e
     module, meta = build_module(checkpoint, mode=mode, resize=resize, flip=flip, dtype=dtype, device=device)
+    if output.suffix == aoti.SUFFIX:
+        if optimize:
+            raise ExportError("--optimize is for TorchScript files; a .pt2 is always compiled with freezing")
+        return _export_package(module, meta, output, dtype=dtype, device=device, frames=frames)
     scripted = script_module(module, optimize)
     # torch.jit.save aborts the process (C++ exception, SIGABRT) when the disk fills; saving to
     # memory and writing the bytes with Python I/O turns that into a catchable OSError.
@@ -157,8 +165,56 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
 
 
-def _time_per_frame(module: torch.jit.ScriptModule, device: str, runs: int = 3) -> float:
-    frame = parity_frames(((1, 120, 200),), seed=1)[0].to(device)
+def check_package_parity(eager: SegmentationModule, labels: Any, probabilities: Any, frames: list[torch.Tensor],
+                         tolerance: float, device: str) -> list[dict[str, Any]]:
+    """The compiled package against the eager module: labels identical, probabilities close."""
+    rows = []
+    with torch.inference_mode():
+        for f in frames:
+            f = f.to(device)
+            a_labels, b_labels = eager(f), labels(f)
+            diff = float((eager.probabilities(f).float() - probabilities(f).float()).abs().max())
+            rows.append({
+                "shape": list(f.shape),
+                "max_abs_score_diff": diff,
+                "labels_differ": int((a_labels != b_labels).sum()),
+                "ok": bool(torch.equal(a_labels, b_labels) and diff <= tolerance),
+            })
+    return rows
+
+
+def _export_package(module: SegmentationModule, meta: dict[str, Any], output: Path, *, dtype: str, device: str,
+                    frames: Optional[list[torch.Tensor]]) -> ExportReport:
+    """torch.export + AOTInductor into a temporary .pt2 beside `output`, gated like the .pt."""
+    meta = {**meta, "format": aoti.FORMAT}
+    example = aoti.package_input().to(device)
+    try:
+        with atomic_path(output, suffix=aoti.SUFFIX) as tmp:
+            fixed = aoti.compile_package(module, meta, tmp, example=example)
+            meta["fixed_input"] = fixed
+            if "H" in fixed or "W" in fixed:  # the gate can only feed what the package takes
+                h, w = fixed.get("H", example.shape[1]), fixed.get("W", example.shape[2])
+                sizes = [(fixed.get("N", 1), h, w)]
+                frames = frames and [f for f in frames if tuple(f.shape[1:3]) == (h, w)] or parity_frames(sizes)
+            labels, _ = aoti.load_package(tmp, device, "model")
+            probabilities, _ = aoti.load_package(tmp, device, "probabilities")
+            rows = check_package_parity(module, labels, probabilities, frames or parity_frames(),
+                                        PACKAGE_TOLERANCE[dtype], device)
+            if not all(r["ok"] for r in rows):
+                report = "; ".join(f"{r['shape']}: max probability diff {r['max_abs_score_diff']:.2e}, "
+                                   f"{r['labels_differ']} labels differ" for r in rows)
+                raise ExportError(f"parity gate failed (tolerance {PACKAGE_TOLERANCE[dtype]:g}): {report}")
+            timing = _time_per_frame(labels, device, sizes=fixed)
+    except WriteError as e:
+        raise ExportError(str(e)) from e
+    except aoti.PackageError as e:
+        raise ExportError(str(e)) from e
+    return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
+
+
+def _time_per_frame(module: Any, device: str, runs: int = 3, sizes: Optional[dict[str, int]] = None) -> float:
+    sizes = sizes or {}
+    frame = parity_frames(((sizes.get("N", 1), sizes.get("H", 120), sizes.get("W", 200)),), seed=1)[0].to(device)
     with torch.inference_mode():
         module(frame)  # warm-up: TorchScript profiles and optimises on the first calls
         module(frame)
@@ -170,7 +226,13 @@ def _time_per_frame(module: torch.jit.ScriptModule, device: str, runs: int = 3) 
     return (time.perf_counter() - start) / runs
 
 
-def load_exported(path: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """Loads an exported file and its metadata (checked)."""
+def load_exported(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Loads an exported file (.pt or .pt2, told apart by content) and its metadata (checked).
+    The first result maps uint8 BGR frames (N, H, W, 3) to labels, like the C++ runtime."""
+    if aoti.is_package(path):
+        try:
+            return aoti.load_package(path, device)
+        except aoti.PackageError as e:
+            raise ExportError(str(e)) from e
     meta = read_metadata(path)
     return torch.jit.load(str(path), map_location=device), meta

@@ -21,6 +21,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as z:
             entries = z.namelist()
+            if any(n.endswith("/archive_format") and z.read(n) == b"pt2" for n in entries):
+                return _package_metadata(path)
             if not any("/code/" in n for n in entries):  # torch.save files are zips too, without code
                 raise ExportedFileError(f"{path}: not a TorchScript archive (a checkpoint? export it with python/export.py)")
             names = [n for n in entries if n.endswith(f"/extra/{EXTRA_FILE}")]
@@ -31,8 +33,25 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ExportedFileError(f"{path}: not a TorchScript archive (truncated or corrupt?)") from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ExportedFileError(f"{path}: its metadata is not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ExportedFileError(f"{path}: metadata is not of format {FORMAT}")
+    return _checked(meta, path, FORMAT)
+
+
+def _package_metadata(path: Path) -> dict[str, Any]:
+    """An AOTInductor package's ema-seg metadata (recorded at compile time, see aoti.py)."""
+    from .aoti import FORMAT as PACKAGE_FORMAT, PackageError, read_package_metadata
+
+    try:
+        tags = read_package_metadata(path)
+        meta = json.loads(tags["emaseg_metadata"])
+    except (PackageError, KeyError, json.JSONDecodeError) as e:
+        raise ExportedFileError(f"{path}: a .pt2 package without valid emaseg metadata (not exported by "
+                                f"python/export.py?)") from e
+    return _checked(meta, path, PACKAGE_FORMAT)
+
+
+def _checked(meta: Any, path: Path, expected_format: str) -> dict[str, Any]:
+    if not isinstance(meta, dict) or meta.get("format") != expected_format:
+        raise ExportedFileError(f"{path}: metadata is not of format {expected_format}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ExportedFileError(f"{path}: metadata version {meta.get('format_version')} is not supported "
                                 f"(this emaseg reads version {FORMAT_VERSION})")

@@ -1,0 +1,181 @@
+"""AOTInductor packages (.pt2): compiled once per session from the tiny contract model, then run
+by Python, the C++ runtime (Segmenter, from a path and from bytes), the bindings and the CLI,
+which must agree with the TorchScript file exactly. Packages built for another CPU or torch
+are refused with one clear error, never run.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cpp_helpers import CLI, load_make_test_model, python_labels, run_cli, synthetic_frames
+
+runtime = pytest.importorskip("emaseg.runtime")
+
+SIZES = ((37, 53), (96, 160), (8, 8))  # odd, ordinary, the smallest frame the contract allows
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory) -> dict[str, Path]:
+    """tiny.pt (TorchScript) and tiny.pt2 (the same module compiled, dynamic N, H, W)."""
+    from emaseg.export import aoti
+
+    make = load_make_test_model()
+    root = tmp_path_factory.mktemp("aoti")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # two compiles of a few seconds each; the runs below use 1 thread
+    try:
+        fixed = aoti.compile_package(make.TinyColourSegmenter().eval(), make.metadata(), root / "tiny.pt2",
+                                     example=aoti.package_input())
+    finally:
+        torch.set_num_threads(previous)
+    assert fixed == {}  # every input dimension stayed symbolic
+    return {"pt": make.make_test_model(root / "tiny.pt"), "pt2": root / "tiny.pt2"}
+
+
+def frames() -> list[np.ndarray]:
+    return [synthetic_frames(3, h, w)[-1] for h, w in SIZES]
+
+
+def rewrite_tags(source: Path, target: Path, **changes: str) -> Path:
+    """A copy of a package whose recorded metadata says something else (what another machine's
+    export would record), so the runtime's checks can be tested without that machine."""
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith(".wrapper_metadata.json"):
+                tags = json.loads(data)
+                tags.update(changes)
+                data = json.dumps(tags).encode()
+            zout.writestr(info, data)
+    return target
+
+
+def test_package_metadata_round_trips(packages):
+    from emaseg.export import aoti, read_metadata
+
+    meta = read_metadata(packages["pt2"])
+    expected = load_make_test_model().metadata()
+    assert meta == {**expected, "format": "emaseg.aoti", "fixed_input": {}}
+    tags = aoti.read_package_metadata(packages["pt2"])
+    assert tags["emaseg_torch_version"] == torch.__version__
+    assert set(tags["emaseg_cpu_flags"].split()) == set(aoti.cpu_flags())
+    assert aoti.is_package(packages["pt2"]) and not aoti.is_package(packages["pt"])
+
+
+def test_python_package_equals_torchscript(packages):
+    from emaseg.export import load_exported
+
+    compiled, meta = load_exported(packages["pt2"])
+    assert meta["format"] == "emaseg.aoti"
+    for frame in frames():
+        batch = torch.from_numpy(np.stack([frame, frame[::-1].copy()]))  # a batch of two
+        with torch.inference_mode():
+            expected = torch.jit.load(str(packages["pt"]))(batch)
+            np.testing.assert_array_equal(compiled(batch).numpy(), expected.numpy())
+
+
+def test_segmenter_pt_and_pt2_identical(packages):
+    pt = runtime.Segmenter(packages["pt"], threads=1)
+    pt2 = runtime.Segmenter(packages["pt2"], threads=1)
+    from_bytes = runtime.Segmenter.from_bytes(packages["pt2"].read_bytes(), threads=1)
+    assert pt2.metadata.format == "emaseg.aoti" and pt.metadata.format == "emaseg.torchscript"
+    assert pt2.metadata.class_names == pt.metadata.class_names
+    labels_seen = set()
+    for frame in frames():
+        expected = pt.segment(frame)
+        labels_seen |= set(np.unique(expected))
+        np.testing.assert_array_equal(pt2.segment(frame), expected)
+        np.testing.assert_array_equal(from_bytes.segment(frame), expected)
+        # Inductor fuses the softmax differently: equal to float rounding, not bit for bit.
+        np.testing.assert_allclose(pt2.probabilities(frame), pt.probabilities(frame), atol=1e-6)
+        np.testing.assert_allclose(from_bytes.probabilities(frame), pt.probabilities(frame), atol=1e-6)
+    batch = [f for f in frames() if f.shape[:2] == (96, 160)] * 3
+    for a, b in zip(pt2.segment_batch(batch), pt.segment_batch(batch)):
+        np.testing.assert_array_equal(a, b)
+    assert labels_seen == {0, 1, 2, 3}  # every class: the comparison has teeth
+
+
+def test_backend_is_chosen_by_content(packages, tmp_path):
+    renamed = shutil.copy(packages["pt2"], tmp_path / "actually_a_package.pt")
+    segmenter = runtime.Segmenter(renamed, threads=1)
+    assert segmenter.metadata.format == "emaseg.aoti"
+    frame = frames()[1]
+    np.testing.assert_array_equal(segmenter.segment(frame), python_labels(packages["pt"], [frame])[0])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"emaseg_cpu_flags": "avx512f avx512_fake_isa"}, "compiled for a CPU with avx512_fake_isa, which this CPU lacks"),
+    ({"emaseg_torch_version": "2.1.0+cpu"}, "was compiled with torch 2.1.0+cpu"),
+    ({"AOTI_DEVICE_KEY": "cuda"}, "was compiled for cuda, not for cpu"),
+])
+def test_packages_for_another_machine_are_refused(packages, tmp_path, change, message):
+    from emaseg.export import aoti
+
+    foreign = rewrite_tags(packages["pt2"], tmp_path / "foreign.pt2", **change)
+    with pytest.raises(runtime.Error, match=re.escape(message)) as caught:
+        runtime.Segmenter(foreign, threads=1)
+    assert caught.value.kind in ("model", "argument")
+    with pytest.raises(runtime.Error, match=re.escape(message)):
+        runtime.Segmenter.from_bytes(foreign.read_bytes(), threads=1)
+    if "AOTI_DEVICE_KEY" not in change:
+        with pytest.raises(aoti.PackageError, match=re.escape(message.split(",")[0])):
+            aoti.load_package(foreign)
+    if CLI.is_file():
+        image = tmp_path / "frame.png"
+        import cv2
+
+        assert cv2.imwrite(str(image), frames()[1])
+        result = run_cli("--model", foreign, "--image", image, "--threads", "1", cwd=tmp_path)
+        assert result.returncode in (2, 3), result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and message in lines[0]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.pt2", "frame.png"]
+
+
+def test_cli_pt_and_pt2_masks_identical(packages, tmp_path):
+    if not CLI.is_file():
+        pytest.skip(f"{CLI} is not built")
+    import cv2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, frame in enumerate(frames()):
+        assert cv2.imwrite(str(images / f"f{i}.png"), frame)
+    masks = {}
+    for kind in ("pt", "pt2"):
+        result = run_cli("--model", packages[kind], "--images", images, "--mask-dir", tmp_path / kind,
+                         "--threads", "1", "--quiet")
+        assert result.returncode == 0, result.stderr
+        masks[kind] = [cv2.imread(str(tmp_path / kind / f"f{i}.png"), cv2.IMREAD_UNCHANGED) for i in range(3)]
+    for a, b in zip(masks["pt"], masks["pt2"]):
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cli_default_prefers_a_runnable_pt2(packages, tmp_path):
+    """The default model is the .pt2 where it runs here, else the .pt, with a note."""
+    if not CLI.is_file():
+        pytest.skip(f"{CLI} is not built")
+    import cv2
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(packages["pt"], tmp_path / "models" / "emanet_demo.pt")
+    shutil.copy(packages["pt2"], tmp_path / "models" / "emanet_demo.pt2")
+    assert cv2.imwrite(str(tmp_path / "f.png"), frames()[1])
+    result = run_cli("--image", tmp_path / "f.png", "--threads", "1", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == "models/emanet_demo.pt2"
+
+    rewrite_tags(packages["pt2"], tmp_path / "models" / "emanet_demo.pt2", emaseg_cpu_flags="avx512_fake_isa")
+    result = run_cli("--image", tmp_path / "f.png", "--threads", "1", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == "models/emanet_demo.pt"
+    assert "avx512_fake_isa" in result.stderr and "using models/emanet_demo.pt" in result.stderr
