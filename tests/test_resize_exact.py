@@ -95,3 +95,25 @@ def test_exported_module_preprocessing_is_cv2_then_normalise(frame, size):
     align = cfg.model.align_corners
     expected = F.interpolate(x, size=frame, mode="bilinear", align_corners=align)  # logits to the frame
     assert torch.equal(module.logits(torch.from_numpy(bgr)[None]), expected)
+
+
+def test_labels_from_scores_is_argmax():
+    """The module's fast argmax gives argmax's labels: ties (first index), +-inf, NaN, both dtypes."""
+    from emaseg.inference import labels_from_scores
+    scripted_labels = torch.jit.script(labels_from_scores)
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 19, 23, 31, generator=gen)
+    scores[:, 7] = scores[:, 3]                     # exact ties
+    scores[0, :, 0, 0] = 0.0                        # all equal
+    scores[1, 5, 2, 2] = float("inf")
+    scores[1, :, 3, 3] = float("-inf")
+    for s in (scores, scores.round(decimals=1)):    # coarse values: many ties
+        for dtype in (torch.uint8, torch.int64):
+            for fn in (labels_from_scores, scripted_labels):
+                got = fn(s, dtype)
+                assert got.dtype == dtype and torch.equal(got.long(), s.argmax(dim=1))
+    with_nan = scores.clone()
+    with_nan[0, 4, 1, 1] = with_nan[0, 9, 1, 1] = float("nan")
+    assert torch.equal(labels_from_scores(with_nan, torch.int64), with_nan.argmax(dim=1))
+    # Outside no_grad (a plain forward call) the scores require grad.
+    assert torch.equal(labels_from_scores(scores.requires_grad_(), torch.int64), scores.argmax(dim=1))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .resize import resize_uint8_like_cv2
+from .resize import _exporting, resize_uint8_like_cv2
 
 if TYPE_CHECKING:  # only for the annotation: keeps this module free of config imports when scripted
     from .config import Config
@@ -45,6 +45,25 @@ def resize(x: torch.Tensor, size: Tuple[int, int], align_corners: bool) -> torch
     if x.shape[2] == size[0] and x.shape[3] == size[1]:
         return x
     return F.interpolate(x, size=[size[0], size[1]], mode="bilinear", align_corners=align_corners)
+
+
+def labels_from_scores(scores: torch.Tensor, label_dtype: torch.dtype) -> torch.Tensor:
+    """`scores.argmax(dim=1)` in `label_dtype`: the same labels (first index on ties, NaN counts as
+    the maximum), computed as a running maximum over the C planes. argmax over dim 1 of a large NCHW
+    tensor reduces across strided memory: at 1080p with 19 classes 250 ms against ~80 ms, one thread.
+    (A channels-last resize of the logits would make argmax cheap but round differently.)"""
+    if not torch.jit.is_scripting() and _exporting():
+        return scores.argmax(dim=1).to(label_dtype)  # the compiler fuses its own reduction
+    scores = scores.detach()  # labels carry no gradient; out= below refuses tensors that require one
+    best = scores[:, 0].clone()
+    labels = torch.zeros(best.shape, dtype=label_dtype, device=scores.device)
+    for k in range(1, scores.shape[1]):
+        plane = scores[:, k]
+        labels.masked_fill_(plane > best, k)  # strict: an equal later score keeps the first index
+        torch.maximum(best, plane, out=best)
+    if bool(best.isnan().any()):  # maximum propagated a NaN: let argmax place it exactly
+        return scores.argmax(dim=1).to(label_dtype)
+    return labels
 
 
 def slide_windows(h: int, w: int, crop: Tuple[int, int], stride: Tuple[int, int]) -> List[Tuple[int, int, int, int]]:

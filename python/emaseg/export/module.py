@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..inference import SegInference, rescale_size
+from ..inference import SegInference, labels_from_scores, rescale_size
 
 MIN_SIZE = 8  # one feature pixel at output stride 8
 
@@ -87,8 +87,8 @@ class SegmentationModule(nn.Module):
         return self.seg.scores(images, self.mean, self.std, self.bgr_to_rgb, sizes, self.flip)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        labels = self._scores(images).argmax(dim=1)                                  # (N, H, W)
-        return labels.to(torch.uint8) if self.label_uint8 else labels
+        dtype = torch.uint8 if self.label_uint8 else torch.int64
+        return labels_from_scores(self._scores(images), dtype)                      # (N, H, W)
 
     @torch.jit.export
     def logits(self, images: torch.Tensor) -> torch.Tensor:
