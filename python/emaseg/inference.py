@@ -4,6 +4,7 @@ Everything here scripts with TorchScript, so the exported file runs exactly this
 Images enter as uint8 (N, H, W, 3) BGR, the way OpenCV decodes them; as in the reference's test
 pipeline (mmcv `imresize`), they are resized in uint8 with OpenCV's bilinear rounding, then normalised.
 """
+import math
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import torch
@@ -35,10 +36,26 @@ def network_input(images: torch.Tensor, size: Tuple[int, int], mean: torch.Tenso
 
 
 def rescale_size(h: int, w: int, scale: Tuple[int, int]) -> Tuple[int, int]:
-    """mmcv's keep-ratio rescale: long edge <= max(scale) and short edge <= min(scale)."""
+    """mmcv's keep-ratio rescale: long edge <= max(scale) and short edge <= min(scale), each side
+    int(side * factor + 0.5) in floats, as mmcv rounds (ties such as 298x596 -> 666.5 included)."""
     long_edge, short_edge = max(scale[0], scale[1]), min(scale[0], scale[1])
-    factor = min(long_edge / max(h, w), short_edge / min(h, w))
-    return int(h * factor + 0.5), int(w * factor + 0.5)
+    if torch.jit.is_scripting() or not _exporting():
+        factor = min(long_edge / max(h, w), short_edge / min(h, w))
+    else:
+        factor = _symbolic_min(long_edge / _symbolic_max(h, w), short_edge / _symbolic_min(h, w))
+    return math.floor(h * factor + 0.5), math.floor(w * factor + 0.5)
+
+
+# Under torch.export, min/max of the frame size would branch on h < w and pin the size to the
+# example's orientation; symbolic min/max keep it one expression, valid for every frame size.
+@torch.jit.unused
+def _symbolic_min(a: float, b: float) -> float:
+    return torch.sym_min(a, b)
+
+
+@torch.jit.unused
+def _symbolic_max(a: int, b: int) -> int:
+    return torch.sym_max(a, b)
 
 
 def resize(x: torch.Tensor, size: Tuple[int, int], align_corners: bool) -> torch.Tensor:
@@ -54,6 +71,8 @@ def labels_from_scores(scores: torch.Tensor, label_dtype: torch.dtype) -> torch.
     (A channels-last resize of the logits would make argmax cheap but round differently.)"""
     if not torch.jit.is_scripting() and _exporting():
         return scores.argmax(dim=1).to(label_dtype)  # the compiler fuses its own reduction
+    if scores.device.type == "meta":  # shape propagation (FLOP counting): no values to test for NaN
+        return scores.argmax(dim=1).to(label_dtype)
     scores = scores.detach()  # labels carry no gradient; out= below refuses tensors that require one
     best = scores[:, 0].clone()
     labels = torch.zeros(best.shape, dtype=label_dtype, device=scores.device)

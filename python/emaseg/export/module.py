@@ -2,13 +2,15 @@
 
 It scripts with TorchScript; its contract is `docs/model_file_format.md`.
 """
+import math
 from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..config import Config
-from ..inference import SegInference, labels_from_scores, rescale_size
+from ..inference import SegInference, _symbolic_min, labels_from_scores, rescale_size
+from ..resize import _exporting
 
 MIN_SIZE = 8  # one feature pixel at output stride 8
 
@@ -65,8 +67,9 @@ class SegmentationModule(nn.Module):
         if self.resize_kind == "size":
             return self.size
         if self.resize_kind == "short_side":
-            factor = float(self.short_side) / float(min(h, w))
-            return int(h * factor + 0.5), int(w * factor + 0.5)
+            short = min(h, w) if torch.jit.is_scripting() or not _exporting() else _symbolic_min(h, w)
+            factor = float(self.short_side) / short
+            return math.floor(h * factor + 0.5), math.floor(w * factor + 0.5)
         return h, w
 
     def _check(self, images: torch.Tensor) -> None:
