@@ -37,7 +37,9 @@ def network_input(images: torch.Tensor, size: Tuple[int, int], mean: torch.Tenso
 
 def rescale_size(h: int, w: int, scale: Tuple[int, int]) -> Tuple[int, int]:
     """mmcv's keep-ratio rescale: long edge <= max(scale) and short edge <= min(scale), each side
-    int(side * factor + 0.5) in floats, as mmcv rounds (ties such as 298x596 -> 666.5 included)."""
+    int(side * factor + 0.5) in floats, as mmcv rounds (ties such as 298x596 -> 666.5 included).
+    math.floor, not int(): equal for these positive sizes, and torch.export keeps floor of a
+    symbolic size symbolic where int() silently fixes it to the example's value."""
     long_edge, short_edge = max(scale[0], scale[1]), min(scale[0], scale[1])
     if torch.jit.is_scripting() or not _exporting():
         factor = min(long_edge / max(h, w), short_edge / min(h, w))

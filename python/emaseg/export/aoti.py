@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import zipfile
 from typing import Any, Callable, Optional
 
@@ -92,15 +95,59 @@ def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.
         "emaseg_torch_version": torch.__version__,
         "emaseg_cpu_flags": " ".join(cpu_flags()),
     }
-    files = {}
-    for name, program in programs.items():
-        # Freezing folds the weights into the graph: constant folding, and (for int8) the
-        # quantised kernels actually run instead of float fallbacks.
-        options = {"freezing": True, "aot_inductor.package": True, "aot_inductor.metadata": dict(tags)}
+    # Freezing folds the weights into the graph: constant folding, and (for int8) the quantised
+    # kernels actually run instead of float fallbacks.
+    options = {"freezing": True, "aot_inductor.package": True, "aot_inductor.metadata": dict(tags)}
+    # Inductor's compile is single-threaded Python (mostly sympy for dynamic sizes: ~100 s per
+    # model for the demo): the probabilities model compiles in a second process meanwhile.
+    helper = _start_compile(_Probabilities(module), example, dynamic, options)
+    try:
         with torch.no_grad():
-            files[name] = aot_compile(program.module(check_guards=False), (example,), options=options)
+            files = {"model": aot_compile(programs["model"].module(check_guards=False), (example,), options=options)}
+            files["probabilities"] = _finish_compile(helper) or aot_compile(
+                programs["probabilities"].module(check_guards=False), (example,), options=options)
+    finally:  # an error or Ctrl-C here must not leave the child compiling
+        if helper[0].poll() is None:
+            helper[0].kill()
+            helper[0].wait()
+        if os.path.exists(helper[1]):
+            os.unlink(helper[1])
     package_aoti(os.fspath(path), files)
     return fixed
+
+
+_COMPILE_CHILD = """
+import json, sys, torch
+from torch._inductor import aot_compile
+from emaseg.export.aoti import export_program
+job = torch.load(sys.argv[1], weights_only=False)  # our own temporary file
+program = export_program(job["module"], job["example"], job["dynamic"])
+with torch.no_grad():
+    files = aot_compile(program.module(check_guards=False), (job["example"],), options=job["options"])
+print(json.dumps([str(f) for f in files]))
+"""
+
+
+def _start_compile(module: nn.Module, example: torch.Tensor, dynamic: bool,
+                   options: dict[str, Any]) -> tuple[subprocess.Popen, str]:
+    """Export and aot_compile of `module` in a child process (its files land in the shared Inductor
+    cache). The module travels pickled: an exported program with symbolic floor() cannot be saved."""
+    fd, job = tempfile.mkstemp(suffix=".pt")
+    os.close(fd)
+    torch.save({"module": module, "example": example, "dynamic": dynamic, "options": options}, job)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.Popen([sys.executable, "-c", _COMPILE_CHILD, job],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return child, job
+
+
+def _finish_compile(helper: tuple[subprocess.Popen, str]) -> Optional[list[str]]:
+    """The child's files, or None if it failed (e.g. a module class it cannot import)."""
+    child, _ = helper
+    out, _ = child.communicate()
+    if child.returncode != 0:
+        return None
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def read_package_metadata(path: str | os.PathLike) -> dict[str, str]:
