@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -107,11 +108,12 @@ def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.
             files["probabilities"] = _finish_compile(helper) or aot_compile(
                 programs["probabilities"].module(check_guards=False), (example,), options=options)
     finally:  # an error or Ctrl-C here must not leave the child compiling
-        if helper[0].poll() is None:
-            helper[0].kill()
-            helper[0].wait()
-        if os.path.exists(helper[1]):
-            os.unlink(helper[1])
+        if helper is not None:
+            if helper[0].poll() is None:
+                helper[0].kill()
+                helper[0].wait()
+            if os.path.exists(helper[1]):
+                os.unlink(helper[1])
     package_aoti(os.fspath(path), files)
     return fixed
 
@@ -129,20 +131,27 @@ print(json.dumps([str(f) for f in files]))
 
 
 def _start_compile(module: nn.Module, example: torch.Tensor, dynamic: bool,
-                   options: dict[str, Any]) -> tuple[subprocess.Popen, str]:
+                   options: dict[str, Any]) -> Optional[tuple[subprocess.Popen, str]]:
     """Export and aot_compile of `module` in a child process (its files land in the shared Inductor
-    cache). The module travels pickled: an exported program with symbolic floor() cannot be saved."""
+    cache), or None for a module that cannot travel (pickled: an exported program with symbolic
+    floor() cannot be saved; a class defined outside an importable module cannot be pickled)."""
     fd, job = tempfile.mkstemp(suffix=".pt")
     os.close(fd)
-    torch.save({"module": module, "example": example, "dynamic": dynamic, "options": options}, job)
+    try:
+        torch.save({"module": module, "example": example, "dynamic": dynamic, "options": options}, job)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        os.unlink(job)
+        return None
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     child = subprocess.Popen([sys.executable, "-c", _COMPILE_CHILD, job],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return child, job
 
 
-def _finish_compile(helper: tuple[subprocess.Popen, str]) -> Optional[list[str]]:
-    """The child's files, or None if it failed (e.g. a module class it cannot import)."""
+def _finish_compile(helper: Optional[tuple[subprocess.Popen, str]]) -> Optional[list[str]]:
+    """The child's files, or None if there is none or it failed (e.g. a class it cannot import)."""
+    if helper is None:
+        return None
     child, _ = helper
     out, _ = child.communicate()
     if child.returncode != 0:
