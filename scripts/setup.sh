@@ -56,21 +56,19 @@ if [ -f CMakeLists.txt ]; then
 fi
 
 # --- bundled default: demo model exported to TorchScript, sample video ---------------------------
-# Re-exported when missing or made from another checkpoint (its metadata records the source's hash).
-demo_is_current() {
-    "$VPY" - <<'PY'
-import hashlib, json, sys, zipfile
-try:
-    with zipfile.ZipFile("models/emanet_demo.pt") as z:
-        meta = json.loads(z.read(next(n for n in z.namelist() if n.endswith("/extra/metadata.json"))))
-except Exception:
-    sys.exit(1)
-sys.exit(meta.get("checkpoint_sha256") != hashlib.sha256(open("models/emanet_demo.pth", "rb").read()).hexdigest())
-PY
+# Re-exported when missing or stale: the stamp beside it hashes what the file is made from (the
+# checkpoint, the emaseg code that builds the exported module, the torch version).
+export_stamp() {
+    { sha256sum models/emanet_demo.pth; find python/emaseg -name '*.py' | sort | xargs sha256sum;
+      "$VPY" -c "import torch; print(torch.__version__)"; } | sha256sum | cut -c1-32
 }
-if [ -f models/emanet_demo.pth ] && ! demo_is_current; then
-    log "exporting models/emanet_demo.pth -> models/emanet_demo.pt"
-    "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt
+if [ -f models/emanet_demo.pth ]; then
+    stamp_want=$(export_stamp)
+    if [ ! -f models/emanet_demo.pt ] || [ "$(cat models/.emanet_demo.pt.stamp 2>/dev/null)" != "$stamp_want" ]; then
+        log "exporting models/emanet_demo.pth -> models/emanet_demo.pt"
+        "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt
+        echo "$stamp_want" > models/.emanet_demo.pt.stamp
+    fi
 fi
 if [ -f scripts/make_synthetic.py ] && [ ! -f data/sample/street.mp4 ]; then
     log "generating the sample video data/sample/street.mp4"
