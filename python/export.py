@@ -63,8 +63,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint or not args.output:
         raise UsageError("--checkpoint and --output are required (or --inspect FILE)")
-    if Path(args.output).suffix not in (".pt", ".pt2"):
-        raise UsageError(f"--output must end in .pt (TorchScript) or .pt2 (AOTInductor), got {args.output!r}")
     resize = None
     if args.size:
         h, w = parse_size(args.size)

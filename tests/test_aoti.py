@@ -179,3 +179,81 @@ def test_cli_default_prefers_a_runnable_pt2(packages, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"] == "models/emanet_demo.pt"
     assert "avx512_fake_isa" in result.stderr and "using models/emanet_demo.pt" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# python/export.py --output M.pt2 with an EMANet
+
+
+@pytest.fixture(scope="session")
+def emanet_pt2(tmp_path_factory) -> dict[str, Path]:
+    """A narrow random EMANet checkpoint exported without resize to .pt and to .pt2."""
+    from emaseg import build_model, get_config, save_checkpoint
+    from emaseg.export import ResizePolicy, export_model
+
+    root = tmp_path_factory.mktemp("emanet_pt2")
+    torch.manual_seed(0)
+    cfg = get_config("emanet_r18w8-d8_128x256_synthetic")
+    save_checkpoint(root / "net.pth", build_model(cfg).eval(), cfg)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for suffix in (".pt", ".pt2"):
+            export_model(root / "net.pth", root / f"net{suffix}", resize=ResizePolicy("none"))
+    finally:
+        torch.set_num_threads(previous)
+    return {"checkpoint": root / "net.pth", "pt": root / "net.pt", "pt2": root / "net.pt2"}
+
+
+def test_exported_pt2_equals_pt_everywhere(emanet_pt2, tmp_path):
+    from emaseg.export import load_exported, read_metadata
+
+    meta = read_metadata(emanet_pt2["pt2"])
+    assert meta["format"] == "emaseg.aoti" and meta["fixed_input"] == {}
+    assert {k: v for k, v in meta.items() if k not in ("format", "fixed_input")} == \
+        {k: v for k, v in read_metadata(emanet_pt2["pt"]).items() if k != "format"}
+    compiled, _ = load_exported(emanet_pt2["pt2"])
+    scripted = torch.jit.load(str(emanet_pt2["pt"]))
+    pt2 = runtime.Segmenter(emanet_pt2["pt2"], threads=1)
+    rng = np.random.default_rng(5)
+    for h, w in ((97, 131), (131, 97), (64, 64)):  # odd, portrait, square
+        frame = rng.integers(0, 256, (h, w, 3), np.uint8)
+        with torch.inference_mode():
+            expected = scripted(torch.from_numpy(frame)[None])[0].numpy()
+            np.testing.assert_array_equal(compiled(torch.from_numpy(frame)[None])[0].numpy(), expected)
+        np.testing.assert_array_equal(pt2.segment(frame), expected)
+
+
+def test_export_gate_refuses_a_wrong_package(emanet_pt2, packages, tmp_path, monkeypatch):
+    """A package that does not compute the checkpoint's labels is refused and nothing is written:
+    here the compile step is replaced by the tiny colour model's package."""
+    from emaseg.export import ExportError, ResizePolicy, aoti, export_model
+
+    def wrong_compile(module, metadata, path, *, example, dynamic=True):
+        shutil.copy(packages["pt2"], path)
+        return {}
+
+    monkeypatch.setattr(aoti, "compile_package", wrong_compile)
+    out = tmp_path / "wrong.pt2"
+    with pytest.raises(ExportError, match="parity gate failed"):
+        export_model(emanet_pt2["checkpoint"], out, resize=ResizePolicy("none"))
+    assert list(tmp_path.iterdir()) == []  # no package, no temporary file
+
+
+def test_export_py_pt2_usage_errors(emanet_pt2, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    export = [sys.executable, str(ROOT / "python" / "export.py"), "--checkpoint", str(emanet_pt2["checkpoint"])]
+    bad_suffix = subprocess.run([*export, "--output", str(tmp_path / "m.onnx2")], capture_output=True, text=True)
+    assert bad_suffix.returncode == 1 and "the suffix picks the format" in bad_suffix.stderr
+    optimize = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--optimize"],
+                              capture_output=True, text=True)
+    assert optimize.returncode == 1 and "--optimize is for TorchScript files" in optimize.stderr
+    assert "Traceback" not in bad_suffix.stderr + optimize.stderr
+    assert list(tmp_path.iterdir()) == []
+    inspect = subprocess.run([sys.executable, str(ROOT / "python" / "export.py"), "--inspect", str(emanet_pt2["pt2"])],
+                             capture_output=True, text=True)
+    assert inspect.returncode == 0 and json.loads(inspect.stdout)["format"] == "emaseg.aoti"

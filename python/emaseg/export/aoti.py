@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -112,8 +113,7 @@ def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.
             if helper[0].poll() is None:
                 helper[0].kill()
                 helper[0].wait()
-            if os.path.exists(helper[1]):
-                os.unlink(helper[1])
+            shutil.rmtree(os.path.dirname(helper[1]), ignore_errors=True)
     package_aoti(os.fspath(path), files)
     return fixed
 
@@ -135,12 +135,11 @@ def _start_compile(module: nn.Module, example: torch.Tensor, dynamic: bool,
     """Export and aot_compile of `module` in a child process (its files land in the shared Inductor
     cache), or None for a module that cannot travel (pickled: an exported program with symbolic
     floor() cannot be saved; a class defined outside an importable module cannot be pickled)."""
-    fd, job = tempfile.mkstemp(suffix=".pt")
-    os.close(fd)
+    job = os.path.join(tempfile.mkdtemp(prefix="emaseg-compile-"), "job.pt")  # a private scratch file
     try:
         torch.save({"module": module, "example": example, "dynamic": dynamic, "options": options}, job)
     except (pickle.PicklingError, AttributeError, TypeError):
-        os.unlink(job)
+        shutil.rmtree(os.path.dirname(job))
         return None
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     child = subprocess.Popen([sys.executable, "-c", _COMPILE_CHILD, job],
