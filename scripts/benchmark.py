@@ -75,7 +75,7 @@ DEMO_CHECKPOINT = ROOT / "models" / "emanet_demo.pth"
 SEED_FPS = {R50: 4.58, "emanet_r101-d8_512x1024_80k_cityscapes": 2.87}
 
 BACKENDS = ("eager", "torchscript", "torchscript_frozen", "torchscript_ofi", "cpp", "cpp_frozen",
-            "onnxruntime", "cpp_bf16", "cpp_bf16_cl", "cpp_cli")
+            "onnxruntime", "cpp_bf16", "cpp_bf16_cl", "cpp_pt2", "cpp_cli")
 EXPLORE = ("eager_cl", "torchscript_bf16")
 CUDA_ROWS = ("eager_cuda_fp16", "cpp_cuda_fp16")
 SECTIONS = ("rows", "ema", "machine", "video")
@@ -244,7 +244,18 @@ def make_frames(h: int, w: int, count: int, work: Path) -> tuple[np.ndarray, Opt
     return np.stack(decoded), video, f"{count} frames of a generated drive, mp4v, decoded with OpenCV"
 
 
-def export_proposed(checkpoint: Path, out: Path, gate) -> list[dict[str, Any]]:
+def resize_policy(kind: str, checkpoint: Path):
+    """The exports' test resize: "none" (the network at the frame's size: timing the network) or
+    "config" (the config's own, as deployed: e.g. a 1080p frame resized to 256x455 for the demo)."""
+    from emaseg.checkpoint import load_model
+    from emaseg.export import ResizePolicy
+
+    if kind == "none":
+        return ResizePolicy("none")
+    return ResizePolicy("scale", scale=load_model(checkpoint).config.data.test_scale)
+
+
+def export_proposed(checkpoint: Path, out: Path, gate, resize) -> list[dict[str, Any]]:
     """bfloat16 + channels-last weights + frozen: not an export_model option (yet); built from the
     exporter's own pieces (same module, metadata, parity check) plus `.to(channels_last)`.
 
@@ -254,11 +265,11 @@ def export_proposed(checkpoint: Path, out: Path, gate) -> list[dict[str, Any]]:
     agreement with float32 eager is measured anyway."""
     import torch
 
-    from emaseg.export import ExportError, ResizePolicy
+    from emaseg.export import ExportError
     from emaseg.export.exporter import TOLERANCE, build_module, check_parity, script_module
     from emaseg.export.metadata import EXTRA_FILE, encode
 
-    module, meta = build_module(checkpoint, mode=None, resize=ResizePolicy("none"), flip=False,
+    module, meta = build_module(checkpoint, mode=None, resize=resize, flip=False,
                                 dtype="bfloat16", device="cpu")
     module = module.to(memory_format=torch.channels_last)
     torch.jit.save(script_module(module, optimize=True), str(out), _extra_files={EXTRA_FILE: encode(meta)})
@@ -270,26 +281,28 @@ def export_proposed(checkpoint: Path, out: Path, gate) -> list[dict[str, Any]]:
     return rows
 
 
-def export_files(checkpoint: Path, work: Path, tag: str, want: set[str]) -> dict[str, Any]:
-    """The model files the rows need, network at the frame's size (resize "none"), each through
-    a parity gate (one small batch: the full gate is the export tests' job, not the benchmark's)."""
-    from emaseg.export import ExportError, ResizePolicy, export_model
+def export_files(checkpoint: Path, work: Path, tag: str, want: set[str], resize) -> dict[str, Any]:
+    """The model files the rows need, with the test resize `resize`, each through a parity gate
+    (one small batch: the full gate is the export tests' job, not the benchmark's)."""
+    from emaseg.export import ExportError, export_model
     from emaseg.export.exporter import parity_frames
 
     gate = parity_frames(((1, 72, 136),))
     variants = {"plain": {}, "frozen": {"optimize": True}, "bf16": {"dtype": "bfloat16"},
-                "bf16_cl": {"dtype": "bfloat16", "optimize": True, "channels_last": True}}
+                "bf16_cl": {"dtype": "bfloat16", "optimize": True, "channels_last": True},
+                "pt2": {"suffix": ".pt2"}}
     files: dict[str, Any] = {}
     for name, kw in variants.items():
         if name not in want:
             continue
-        out = work / f"{tag}.{name}.pt"
+        kw = dict(kw)
+        out = work / f"{tag}.{name}{kw.pop('suffix', '.pt')}"
         t0 = time.perf_counter()
         try:
             if name == "bf16_cl":
-                parity = export_proposed(checkpoint, out, gate)
+                parity = export_proposed(checkpoint, out, gate, resize)
             else:
-                parity = export_model(checkpoint, out, resize=ResizePolicy("none"), frames=gate, **kw).parity
+                parity = export_model(checkpoint, out, resize=resize, frames=gate, **kw).parity
             files[name] = {"path": out, "seconds": time.perf_counter() - t0, "flags": kw, "parity": parity}
         except (ExportError, RuntimeError) as e:
             files[name] = {"path": None, "error": str(e).splitlines()[0]}
@@ -313,14 +326,19 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
     from emaseg.bench.flops import model_flops
     from emaseg.bench.onnx_runner import agreement, export_checked
     from emaseg.checkpoint import load_model
-    from emaseg.export import ResizePolicy, SegmentationModule
+    from emaseg.export import SegmentationModule
+    from emaseg.inference import rescale_size
 
     h, w = size
-    tag = f"{short_name(config)}_{h}x{w}"
-    flops = model_flops(config, h, w)
-    iters = plan_iters(flops["gflops"], args.quick, args.iters)
-    log(f"{config} at {h}x{w}: {flops['gflops']:.1f} GFLOPs/frame, {iters} timed runs per row")
+    tag = f"{short_name(config)}_{h}x{w}_{args.resize}"
     checkpoint, weights = make_checkpoint(config, work, allow_demo=True)
+    resize = resize_policy(args.resize, checkpoint)
+    # FLOPs of the network at the size it runs at (the frame's, or the config's resize of it).
+    net_h, net_w = (h, w) if resize.kind == "none" else rescale_size(h, w, resize.scale)
+    flops = model_flops(config, net_h, net_w)
+    iters = plan_iters(flops["gflops"], args.quick, args.iters)
+    log(f"{config} at {h}x{w} (network at {net_h}x{net_w}): {flops['gflops']:.1f} GFLOPs/frame, "
+        f"{iters} timed runs per row")
     frames, video, frames_note = make_frames(h, w, iters, work)
     frames_path = work / f"{tag}.frames.npy"
     np.save(frames_path, frames)
@@ -333,7 +351,9 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
         want.add("bf16")
     if "cpp_bf16_cl" in backends:
         want.add("bf16_cl")
-    files = export_files(checkpoint, work, tag, want)
+    if "cpp_pt2" in backends:
+        want.add("pt2")
+    files = export_files(checkpoint, work, tag, want, resize)
     main_file = files.get(args.cpp_file, {}).get("path")
 
     def pt(name: str) -> Optional[Path]:
@@ -355,7 +375,8 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
         lab = work / f"{tag}.{name}.labels.npy"
         res = run_worker(["--backend", backend, "--model", str(model), "--frames", str(frames_path),
                           "--warmup", str(warmup), "--iters", str(iters), "--max-seconds", str(max_s),
-                          "--labels", str(lab), *extra], args.threads, work / f"{tag}.{name}.json", timeout)
+                          "--labels", str(lab), "--resize", args.resize, *extra], args.threads,
+                         work / f"{tag}.{name}.json", timeout)
         res["model_file"] = model.name
         rows[name] = res
         if res.get("ok") and lab.exists():
@@ -379,6 +400,7 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
         "cpp_frozen": ("cpp", pt("frozen"), tw),
         "cpp_bf16": ("cpp", pt("bf16"), tw),
         "cpp_bf16_cl": ("cpp", pt("bf16_cl"), tw),
+        "cpp_pt2": ("cpp", pt("pt2"), tw),
     }
     for name in backends:
         if name in file_rows:
@@ -389,7 +411,7 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
                 continue
             ref = np.load(labels["eager"])
             net = load_model(checkpoint)
-            module = SegmentationModule(net, net.config, ResizePolicy("none")).eval()
+            module = SegmentationModule(net, net.config, resize).eval()
             torch.set_num_threads(args.threads)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -461,6 +483,12 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
         "cpp_bf16_cl_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp_bf16_cl")),
         "cpp_bf16_cl_vs_eager": report.speedup(med("eager"), med("cpp_bf16_cl")),
         "cpp_bf16_cl_label_agreement": rows.get("cpp_bf16_cl", {}).get("label_agreement"),
+        "cpp_pt2_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp_pt2")),
+        "cpp_pt2_vs_eager": report.speedup(med("eager"), med("cpp_pt2")),
+        "cpp_pt2_vs_cpp": report.speedup(med("cpp"), med("cpp_pt2")),
+        "cpp_vs_torchscript": report.speedup(med("torchscript"), med("cpp")),
+        "cpp_pt2_label_agreement": rows.get("cpp_pt2", {}).get("label_agreement"),
+        "resize": args.resize, "network_size": [net_h, net_w],
         "ofi_vs_onnxruntime": report.speedup(med("onnxruntime"), med("torchscript_ofi")),
         "ofi_vs_eager": report.speedup(med("eager"), med("torchscript_ofi")),
         "onnx": onnx_info,
@@ -594,6 +622,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", help="config name (repeatable; default: R-50-D8 and the demo)")
     p.add_argument("--size", help="frame size HxW for every config (default: the config's own)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resize", choices=("none", "config"), default="none",
+                   help="none: the network at the frame's size (default); config: the config's test "
+                        "resize inside every row, as deployed (e.g. the demo on 1080p frames)")
     p.add_argument("--quick", action="store_true", help="few runs, half-size frames: checks the tooling")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the Markdown table")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"), help="folder for JSON, PNG, Markdown")

@@ -20,6 +20,7 @@ ROW_LABELS = {
     "torchscript_bf16": "TorchScript bfloat16 (Python)",
     "cpp_bf16": "C++ runtime, bindings, bfloat16 file",
     "cpp_bf16_cl": "C++ runtime, bindings, bfloat16 + channels-last + frozen file (proposed)",
+    "cpp_pt2": "C++ runtime, bindings, AOTInductor .pt2 package",
     "eager_cuda_fp16": "PyTorch eager fp16 (CUDA)",
     "cpp_cuda_fp16": "C++ runtime fp16 (CUDA)",
 }
@@ -31,7 +32,7 @@ CHART_LABELS = {
     "torchscript_frozen": "TorchScript\nfrozen", "torchscript_ofi": "TorchScript\nfrozen+ofi",
     "cpp": "C++\nbindings", "cpp_frozen": "C++ bindings\nfrozen file", "cpp_cli": "C++\nema_seg CLI",
     "onnxruntime": "ONNX\nRuntime", "torchscript_bf16": "TorchScript\nbfloat16", "cpp_bf16": "C++ bindings\nbfloat16",
-    "cpp_bf16_cl": "C++ bindings\nbf16 ch-last",
+    "cpp_bf16_cl": "C++ bindings\nbf16 ch-last", "cpp_pt2": "C++ bindings\n.pt2",
     "eager_cuda_fp16": "eager fp16\nCUDA", "cpp_cuda_fp16": "C++ fp16\nCUDA",
 }
 

@@ -59,7 +59,7 @@ def _torch_fn(module, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]
 
 
 def build_segment_fn(backend: str, model: str, threads: int, device: str = "cpu",
-                     half: bool = False) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+                     half: bool = False, resize: str = "none") -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     """The per-frame function of `backend` and facts about it (`half`: float16, CUDA only)."""
     info: dict[str, Any] = {"device": device, "half": half}
     if backend in ("eager", "eager_cl"):
@@ -70,7 +70,8 @@ def build_segment_fn(backend: str, model: str, threads: int, device: str = "cpu"
 
         _set_torch_threads(threads)
         net = load_model(model)
-        module = SegmentationModule(net, net.config, ResizePolicy("none")).eval()
+        policy = ResizePolicy("none") if resize == "none" else ResizePolicy("scale", scale=net.config.data.test_scale)
+        module = SegmentationModule(net, net.config, policy).eval()
         if backend == "eager_cl":
             module = module.to(memory_format=torch.channels_last)
         module = module.to(device)
@@ -110,7 +111,7 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
     frames = np.load(args.frames)
     rss_start = current_rss_mb()
     t0 = time.perf_counter()
-    fn, info = build_segment_fn(args.backend, args.model, args.threads, args.device, args.half)
+    fn, info = build_segment_fn(args.backend, args.model, args.threads, args.device, args.half, args.resize)
     load_s = time.perf_counter() - t0
     rss_loaded = current_rss_mb()
     by_frame: list = [None] * len(frames)
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="checkpoint (eager), exported .pt or .onnx file")
     p.add_argument("--frames", help=".npy of uint8 frames N x H x W x 3 (BGR)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resize", choices=("none", "config"), default="none",
+                   help="eager: the network at the frame's size, or the config's test resize")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--max-seconds", type=float, default=float("inf"))
