@@ -4,12 +4,13 @@
     python python/export.py --checkpoint CKPT --output models/NAME.pt [--mode whole|slide]
         [--size HxW | --short-side N] [--flip] [--dtype float32|float16|bfloat16]
         [--device cpu|cuda] [--optimize]
-    python python/export.py --checkpoint CKPT --output models/NAME.pt2 [same options]
+    python python/export.py --checkpoint CKPT --output models/NAME.pt2 [same options] [--frame-size HxW]
     python python/export.py --inspect models/NAME.pt
 
 The output's suffix picks the format: .pt is TorchScript (loads in any LibTorch app, any CPU);
 .pt2 is an AOTInductor package (torch.export, compiled ahead of time: faster, but tied to this
-CPU's instruction set, or the GPU, and to this torch version; the runtime checks both).
+CPU's instruction set, or the GPU, and to this torch version; the runtime checks both). A .pt2
+takes frames of any size, or with --frame-size only that size (compiles ~5x faster, runs faster).
 
 Exit status: 0 written, 1 error (one line on stderr, nothing written: a bad or missing file, an
 output that cannot be written or would replace the checkpoint, a full disk), 2 bad flags,
@@ -41,6 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (where the parity gate runs)")
     p.add_argument("--optimize", action="store_true", help="freeze the module (folds BN, inlines constants)")
+    p.add_argument("--frame-size", help=".pt2 only: compile for frames of exactly HxW (one video resolution; "
+                                        "faster to compile and run) instead of any size")
     p.add_argument("--inspect", metavar="FILE", help="print an exported file's metadata and exit")
     return p
 
@@ -49,11 +52,11 @@ class UsageError(Exception):
     """A bad command line: one line on stderr, exit status 2 (as argparse's own errors)."""
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise UsageError(f"--size expects HxW like 512x1024, got {text!r}") from None
+        raise UsageError(f"{flag} expects HxW like 512x1024, got {text!r}") from None
     return h, w
 
 
@@ -71,8 +74,9 @@ def main(args: argparse.Namespace) -> int:
         resize = ResizePolicy("short_side", short_side=args.short_side)
     elif args.no_resize:
         resize = ResizePolicy("none")
+    frame_size = parse_size(args.frame_size, "--frame-size") if args.frame_size else None
     report = export_model(args.checkpoint, args.output, mode=args.mode, resize=resize, flip=args.flip,
-                          dtype=args.dtype, device=args.device, optimize=args.optimize)
+                          dtype=args.dtype, device=args.device, optimize=args.optimize, frame_size=frame_size)
     worst = max(r["max_abs_score_diff"] for r in report.parity)
     print(f"wrote {report.output} ({report.metadata['config_name']}, {report.metadata['dtype']}, "
           f"mode {report.metadata['mode']}, resize {report.metadata['resize']['type']})")

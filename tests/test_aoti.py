@@ -257,3 +257,26 @@ def test_export_py_pt2_usage_errors(emanet_pt2, tmp_path):
     inspect = subprocess.run([sys.executable, str(ROOT / "python" / "export.py"), "--inspect", str(emanet_pt2["pt2"])],
                              capture_output=True, text=True)
     assert inspect.returncode == 0 and json.loads(inspect.stdout)["format"] == "emaseg.aoti"
+
+
+def test_frame_size_package_takes_only_that_size(packages, tmp_path):
+    """export.py --frame-size: the size is fixed in the package and checked by the runtime."""
+    from emaseg.export import aoti, read_metadata
+
+    make = load_make_test_model()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fixed = aoti.compile_package(make.TinyColourSegmenter().eval(), make.metadata(), tmp_path / "fixed.pt2",
+                                     example=aoti.package_input((96, 160)), dynamic=False)
+    finally:
+        torch.set_num_threads(previous)
+    assert fixed == {"H": 96, "W": 160}
+    assert read_metadata(tmp_path / "fixed.pt2")["fixed_input"] == {"H": 96, "W": 160}
+    segmenter = runtime.Segmenter(tmp_path / "fixed.pt2", threads=1)
+    frame = frames()[1]  # 96x160
+    np.testing.assert_array_equal(segmenter.segment(frame), python_labels(packages["pt"], [frame])[0])
+    np.testing.assert_array_equal(segmenter.segment_batch([frame, frame])[1], segmenter.segment(frame))
+    with pytest.raises(runtime.Error, match=re.escape("takes only 160x96 frames (exported with --frame-size 96x160), not 53x37")) as caught:
+        segmenter.segment(frames()[0])
+    assert caught.value.kind == "argument"

@@ -77,7 +77,26 @@ struct PackageFacts {
   std::string metadata_json;  // ema-seg's metadata.json
   std::string device_key;     // "cpu" or "cuda"
   bool has_probabilities = false;
+  int fixed_height = 0;  // export.py --frame-size: the only frame size it takes (0: any)
+  int fixed_width = 0;
 };
+
+// metadata.json's "fixed_input" ({"H": 1080, "W": 1920} for a --frame-size package).
+void read_fixed_input(PackageFacts& facts, const std::string& source) {
+  Json meta;
+  try {
+    meta = Json::parse(facts.metadata_json);
+  } catch (const std::invalid_argument& e) {
+    throw Error(Error::Kind::kModel, source + ": its metadata is not valid JSON (" + e.what() + ")");
+  }
+  const Json* fixed = meta.find("fixed_input");
+  if (fixed == nullptr || !fixed->is_object()) return;
+  for (const auto& [key, value] : fixed->as_object()) {
+    if (!value.is_number()) continue;
+    if (key == "H") facts.fixed_height = static_cast<int>(value.as_number());
+    if (key == "W") facts.fixed_width = static_cast<int>(value.as_number());
+  }
+}
 
 // Everything that decides whether this process can run the package, read without loading it.
 PackageFacts inspect(PyTorchStreamReader& reader, const std::string& source,
@@ -98,6 +117,7 @@ PackageFacts inspect(PyTorchStreamReader& reader, const std::string& source,
   if (facts.metadata_json.empty())
     throw Error(Error::Kind::kModel, source + " is an AOTInductor package without ema-seg "
                                               "metadata; export models with python python/export.py");
+  read_fixed_input(facts, source);
   const std::string built_with = base_version(get("emaseg_torch_version"));
   if (built_with != base_version(TORCH_VERSION))
     throw Error(Error::Kind::kModel,
@@ -192,6 +212,15 @@ class AotiBackend final : public ModelBackend {
 
   torch::Tensor run(torch::inductor::AOTIModelPackageLoader& loader,
                     const std::vector<cv::Mat>& frames) const {
+    const cv::Size size = frames[0].size();
+    if ((facts_.fixed_height > 0 && size.height != facts_.fixed_height) ||
+        (facts_.fixed_width > 0 && size.width != facts_.fixed_width))
+      throw Error(Error::Kind::kArgument,
+                  source_ + " takes only " + std::to_string(facts_.fixed_width) + "x" +
+                      std::to_string(facts_.fixed_height) + " frames (exported with --frame-size " +
+                      std::to_string(facts_.fixed_height) + "x" + std::to_string(facts_.fixed_width) +
+                      "), not " + std::to_string(size.width) + "x" + std::to_string(size.height) +
+                      "; export it without --frame-size for frames of any size");
     c10::InferenceMode inference;
     try {
       std::vector<torch::Tensor> out = loader.run({frames_to_tensor(frames, device_)});
@@ -202,10 +231,7 @@ class AotiBackend final : public ModelBackend {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      throw Error(Error::Kind::kRuntime,
-                  "the model failed on " + std::to_string(frames.size()) + " frame(s) of " +
-                      std::to_string(frames[0].cols) + "x" + std::to_string(frames[0].rows) +
-                      " on " + device_.str() + ": " + model_message(e));
+      throw model_failure(frames, device_, e);
     }
   }
 

@@ -76,6 +76,14 @@ std::string model_message(const std::exception& e) {
   return last;
 }
 
+Error model_failure(const std::vector<cv::Mat>& frames, const torch::Device& device,
+                    const std::exception& e) {
+  return Error(Error::Kind::kRuntime,
+               "the model failed on " + std::to_string(frames.size()) + " frame(s) of " +
+                   std::to_string(frames[0].cols) + "x" + std::to_string(frames[0].rows) + " on " +
+                   device.str() + ": " + model_message(e));
+}
+
 torch::Tensor frames_to_tensor(const std::vector<cv::Mat>& frames, const torch::Device& device) {
   const int n = static_cast<int>(frames.size());
   const int h = frames[0].rows;

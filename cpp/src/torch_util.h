@@ -26,6 +26,11 @@ std::string first_line(const std::exception& e);
 // What a model raised, without the wrappers LibTorch puts around it (see the definition).
 std::string model_message(const std::exception& e);
 
+// Error(kRuntime) for a model call on `frames` that threw `e`: the frames, the device, the
+// model's own message.
+Error model_failure(const std::vector<cv::Mat>& frames, const torch::Device& device,
+                    const std::exception& e);
+
 // N x H x W x 3 uint8 tensor of same-size BGR frames on `device` (aliasing the frame on the CPU
 // where that is safe: the models only read their input).
 torch::Tensor frames_to_tensor(const std::vector<cv::Mat>& frames, const torch::Device& device);

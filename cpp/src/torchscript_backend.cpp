@@ -50,10 +50,7 @@ class TorchScriptBackend final : public ModelBackend {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      throw Error(Error::Kind::kRuntime,
-                  "the model failed on " + std::to_string(frames.size()) + " frame(s) of " +
-                      std::to_string(frames[0].cols) + "x" + std::to_string(frames[0].rows) +
-                      " on " + device_.str() + ": " + model_message(e));
+      throw model_failure(frames, device_, e);
     }
   }
 

@@ -132,7 +132,9 @@ def check_parity(eager: SegmentationModule, loaded: torch.jit.ScriptModule, fram
 
 def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[str] = None,
                  resize: Optional[ResizePolicy] = None, flip: bool = False, dtype: str = "float32",
-                 device: str = "cpu", optimize: bool = False, frames: Optional[list[torch.Tensor]] = None) -> ExportReport:
+                 device: str = "cpu", optimize: bool = False, frames: Optional[list[torch.Tensor]] = None,
+                 frame_size: Optional[tuple[int, int]] = None) -> ExportReport:
+    """`frame_size` (.pt2 only): compile for frames of exactly (H, W) instead of any size."""
     output = Path(output)
     try:
         check_output(output, inputs=[checkpoint])
@@ -145,7 +147,10 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
     if output.suffix == aoti.SUFFIX:
         if optimize:
             raise ExportError("--optimize is for TorchScript files; a .pt2 is always compiled with freezing")
-        return _export_package(module, meta, output, dtype=dtype, device=device, frames=frames)
+        return _export_package(module, meta, output, dtype=dtype, device=device, frames=frames,
+                               frame_size=frame_size)
+    if frame_size is not None:
+        raise ExportError("--frame-size is for .pt2 packages; a .pt file takes frames of any size")
     scripted = script_module(module, optimize)
     # torch.jit.save aborts the process (C++ exception, SIGABRT) when the disk fills; saving to
     # memory and writing the bytes with Python I/O turns that into a catchable OSError.
@@ -192,13 +197,15 @@ def check_package_parity(eager: SegmentationModule, labels: Any, probabilities: 
 
 
 def _export_package(module: SegmentationModule, meta: dict[str, Any], output: Path, *, dtype: str, device: str,
-                    frames: Optional[list[torch.Tensor]]) -> ExportReport:
+                    frames: Optional[list[torch.Tensor]], frame_size: Optional[tuple[int, int]]) -> ExportReport:
     """torch.export + AOTInductor into a temporary .pt2 beside `output`, gated like the .pt."""
+    if frame_size is not None and min(frame_size) < MIN_SIZE:
+        raise ExportError(f"--frame-size {frame_size[0]}x{frame_size[1]} is smaller than {MIN_SIZE}x{MIN_SIZE}")
     meta = {**meta, "format": aoti.FORMAT}
-    example = aoti.package_input().to(device)
+    example = aoti.package_input(frame_size).to(device)
     try:
         with atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-            fixed = aoti.compile_package(module, meta, tmp, example=example)
+            fixed = aoti.compile_package(module, meta, tmp, example=example, dynamic=frame_size is None)
             meta["fixed_input"] = fixed
             if "H" in fixed or "W" in fixed:  # the gate can only feed what the package takes
                 h, w = fixed.get("H", example.shape[1]), fixed.get("W", example.shape[2])
