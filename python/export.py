@@ -83,7 +83,9 @@ def main(args: argparse.Namespace) -> int:
     fixed = report.metadata.get("fixed_input") or {}
     if fixed:  # what torch.export could not keep symbolic: the package takes only these sizes
         print("note: the package is specialised to " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
-    print(f"parity: {len(report.parity)} batches, labels identical, max score diff {worst:.2e}; "
+    ties = sum(r.get("near_ties", 0) for r in report.parity)
+    same = "labels identical" + (f" but for {ties} near-tie pixel(s)" if ties else "")
+    print(f"parity: {len(report.parity)} batches, {same}, max score diff {worst:.2e}; "
           f"{report.seconds_per_frame * 1000:.1f} ms per frame on {args.device}")
     return 0
 

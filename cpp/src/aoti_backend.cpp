@@ -79,6 +79,7 @@ struct PackageFacts {
   bool has_probabilities = false;
   int fixed_height = 0;  // export.py --frame-size: the only frame size it takes (0: any)
   int fixed_width = 0;
+  int fixed_batch = 0;   // --frame-size packages take one frame per call
 };
 
 // metadata.json's "fixed_input" ({"H": 1080, "W": 1920} for a --frame-size package).
@@ -95,6 +96,7 @@ void read_fixed_input(PackageFacts& facts, const std::string& source) {
     if (!value.is_number()) continue;
     if (key == "H") facts.fixed_height = static_cast<int>(value.as_number());
     if (key == "W") facts.fixed_width = static_cast<int>(value.as_number());
+    if (key == "N") facts.fixed_batch = static_cast<int>(value.as_number());
   }
 }
 
@@ -185,6 +187,11 @@ class AotiBackend final : public ModelBackend {
   std::string device() const override { return device_.str(); }
 
   std::vector<cv::Mat> labels(const std::vector<cv::Mat>& frames) override {
+    if (facts_.fixed_batch == 1 && frames.size() > 1) {  // compiled for one frame per call
+      std::vector<cv::Mat> all;
+      for (const cv::Mat& frame : frames) all.push_back(labels({frame}).front());
+      return all;
+    }
     const torch::Tensor out = run(*labels_, frames);
     return tensor_to_labels(out, static_cast<int>(frames.size()), frames[0].rows, frames[0].cols,
                             "the .pt2 model");

@@ -177,7 +177,10 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
 
 def check_package_parity(eager: SegmentationModule, labels: Any, probabilities: Any, frames: list[torch.Tensor],
                          tolerance: float, device: str) -> list[dict[str, Any]]:
-    """The compiled package against the eager module: labels identical, probabilities close."""
+    """The compiled package against the eager module: probabilities within `tolerance`, and labels
+    identical except at near-ties, pixels whose two labels' eager probabilities lie within
+    `tolerance` of each other. Inductor reorders float sums (differences ~1e-6), which can flip
+    such a pixel: 1 of the 2 million of a 1080p frame did."""
     rows = []
     with torch.inference_mode():
         for f in frames:
@@ -187,11 +190,20 @@ def check_package_parity(eager: SegmentationModule, labels: Any, probabilities: 
             # A package of another model may not even give the same shapes: it fails the gate.
             same_shapes = a_labels.shape == b_labels.shape and a_probs.shape == b_probs.shape
             diff = float((a_probs - b_probs).abs().max()) if same_shapes else float("inf")
+            differ, near_ties = a_labels.numel(), 0
+            if same_shapes:
+                wrong = a_labels != b_labels
+                differ = int(wrong.sum())
+                if differ:
+                    pa = a_probs.gather(1, a_labels.long().unsqueeze(1)).squeeze(1)[wrong]
+                    pb = a_probs.gather(1, b_labels.long().unsqueeze(1)).squeeze(1)[wrong]
+                    near_ties = int(((pa - pb).abs() <= tolerance).sum())
             rows.append({
                 "shape": list(f.shape),
                 "max_abs_score_diff": diff,
-                "labels_differ": int((a_labels != b_labels).sum()) if same_shapes else a_labels.numel(),
-                "ok": bool(same_shapes and torch.equal(a_labels, b_labels) and diff <= tolerance),
+                "labels_differ": differ,
+                "near_ties": near_ties,
+                "ok": bool(same_shapes and differ == near_ties and diff <= tolerance),
             })
     return rows
 
@@ -217,7 +229,8 @@ def _export_package(module: SegmentationModule, meta: dict[str, Any], output: Pa
                                         PACKAGE_TOLERANCE[dtype], device)
             if not all(r["ok"] for r in rows):
                 report = "; ".join(f"{r['shape']}: max probability diff {r['max_abs_score_diff']:.2e}, "
-                                   f"{r['labels_differ']} labels differ" for r in rows)
+                                   f"{r['labels_differ']} labels differ ({r['near_ties']} at near-ties)"
+                                   for r in rows)
                 raise ExportError(f"parity gate failed (tolerance {PACKAGE_TOLERANCE[dtype]:g}): {report}")
             timing = _time_per_frame(labels, device, sizes=fixed)
     except WriteError as e:
