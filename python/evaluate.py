@@ -7,8 +7,9 @@
 
 `--checkpoint` rebuilds the model from our checkpoint; its stored config gives the test
 settings (whole/slide, test scale, TTA ratios) unless `--config`/`--mode`/`--set` say otherwise.
-`--model` scores an exported TorchScript file as a black box on the raw images (its test
-settings are baked in), which proves the artifact that will be deployed.
+`--model` scores an exported file (.pt, .pt2 including int8, or .onnx through ONNX Runtime) as a
+black box on the raw images (its test settings are baked in), which proves the artifact that
+will be deployed.
 
 Exit status: 0 scored; 1 error (one line on stderr): a missing or bad model/data file, a `--json`
 path that cannot be written (checked before evaluating; if writing still fails at the end, the
@@ -26,6 +27,7 @@ import torch
 
 from emaseg.atomic import WriteError, check_output, write_atomic
 from emaseg.checkpoint import CheckpointError, load_checkpoint, load_model
+from emaseg.export import ExportedFileError, ExportError, load_exported
 from emaseg.config import Config, get_config
 from emaseg.data.datasets import DatasetError, build_dataset
 from emaseg.data.loader import error_message, eval_loader
@@ -54,7 +56,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Evaluate a segmentation model (mIoU)", add_help=add_help)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="an emaseg checkpoint (.pth)")
-    source.add_argument("--model", help="an exported TorchScript model file (.pt)")
+    source.add_argument("--model", help="an exported model file: .pt, .pt2 or .onnx")
     p.add_argument("--data-root", required=True, help="dataset root (layout per cfg.data.dataset)")
     p.add_argument("--config", default=None, help="take data and test settings from this named config "
                    "(default: the checkpoint's own; for --model: the one it was exported from)")
@@ -97,17 +99,17 @@ def main(args: argparse.Namespace) -> dict:
             raise CheckpointError(f"{args.model}: is a folder, expected an exported model file")
         if not Path(args.model).is_file():
             raise CheckpointError(f"{args.model}: no such file")
-        extra = {"metadata.json": ""}
-        try:
-            module = torch.jit.load(args.model, map_location=device, _extra_files=extra)
-        except RuntimeError as e:
-            raise CheckpointError(f"{args.model}: not a TorchScript model file: {str(e).splitlines()[0]}") from e
-        meta = json.loads(extra["metadata.json"] or "{}")
+        try:  # .pt, .pt2 or .onnx, told apart by content; the metadata is checked
+            module, meta = load_exported(args.model, str(device))
+        except (ExportedFileError, ExportError) as e:
+            raise CheckpointError(str(e)) from e
+        except (RuntimeError, ImportError) as e:
+            raise CheckpointError(f"{args.model}: cannot be loaded here: {str(e).strip().splitlines()[0]}") from e
         name = args.config or meta.get("config_name")
         if not name:
             raise ValueError(f"{args.model} names no config in its metadata: pass --config")
         cfg = get_config(name).override(args.set)
-        predict = scripted_predictor(module)
+        predict = scripted_predictor(module, batch=1 if (meta.get("fixed_input") or {}).get("N") == 1 else None)
         num_classes, source = int(meta.get("num_classes", cfg.model.num_classes)), args.model
 
     dataset = build_dataset(cfg.data, args.data_root, args.split, train=False)

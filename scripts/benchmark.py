@@ -75,8 +75,9 @@ DEMO_CHECKPOINT = ROOT / "models" / "emanet_demo.pth"
 SEED_FPS = {R50: 4.58, "emanet_r101-d8_512x1024_80k_cityscapes": 2.87}
 
 BACKENDS = ("eager", "torchscript", "torchscript_frozen", "torchscript_ofi", "cpp", "cpp_frozen",
-            "onnxruntime", "cpp_bf16", "cpp_bf16_cl", "cpp_pt2", "cpp_cli")
-EXPLORE = ("eager_cl", "torchscript_bf16")
+            "onnxruntime", "cpp_bf16", "cpp_bf16_cl", "cpp_pt2", "cpp_pt2_bf16", "cpp_pt2_int8", "network",
+            "cpp_cli")
+EXPLORE = ("eager_cl", "torchscript_bf16", "cpp_pt2_any")
 CUDA_ROWS = ("eager_cuda_fp16", "cpp_cuda_fp16")
 SECTIONS = ("rows", "ema", "machine", "video")
 # Warm-up calls before timing. TorchScript's profiling executor profiles on the first call and
@@ -281,16 +282,52 @@ def export_proposed(checkpoint: Path, out: Path, gate, resize) -> list[dict[str,
     return rows
 
 
-def export_files(checkpoint: Path, work: Path, tag: str, want: set[str], resize) -> dict[str, Any]:
+def calibration_folder(work: Path, frame_size: tuple[int, int], count: int = 20) -> Path:
+    """Generated street scenes (another seed than the timed frames) for int8 calibration."""
+    import cv2
+
+    from emaseg.data.synthetic import generate_scene
+
+    folder = work / f"calibration_{frame_size[0]}x{frame_size[1]}"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(1234)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"scene{i:03d}.png"), generate_scene(rng, *frame_size)[0])
+    return folder
+
+
+def export_int8_speed_only(checkpoint: Path, out: Path, resize, frame_size: tuple[int, int], folder: Path) -> None:
+    """The int8 package without export_model's accuracy gate: for random weights, whose labels
+    are near-ties everywhere, the row measures speed only (the JSON says so)."""
+    import torch
+
+    from emaseg.export import aoti, int8
+    from emaseg.export.exporter import build_module
+
+    module, meta = build_module(checkpoint, mode=None, resize=resize, flip=False, dtype="float32", device="cpu")
+    calib, _ = int8.calibration_images(folder, frame_size)
+    example = aoti.package_input(frame_size)
+    probabilities = int8.quantize(aoti._Probabilities(module), example, calib)
+    aoti.compile_package(int8.LabelsOf(probabilities, torch.uint8), {**meta, "dtype": "int8"}, out,
+                         example=example, dynamic=False, probabilities=probabilities)
+
+
+def export_files(checkpoint: Path, work: Path, tag: str, want: set[str], resize,
+                 frame_size: tuple[int, int], trained: bool = True) -> dict[str, Any]:
     """The model files the rows need, with the test resize `resize`, each through a parity gate
-    (one small batch: the full gate is the export tests' job, not the benchmark's)."""
+    (one small batch: the full gate is the export tests' job, not the benchmark's). The .pt2
+    packages are compiled for the benchmark's `frame_size` (export.py --frame-size, as setup.sh
+    does for the sample video), except pt2_any, which takes any size."""
     from emaseg.export import ExportError, export_model
     from emaseg.export.exporter import parity_frames
 
     gate = parity_frames(((1, 72, 136),))
     variants = {"plain": {}, "frozen": {"optimize": True}, "bf16": {"dtype": "bfloat16"},
                 "bf16_cl": {"dtype": "bfloat16", "optimize": True, "channels_last": True},
-                "pt2": {"suffix": ".pt2"}}
+                "pt2": {"suffix": ".pt2", "frame_size": frame_size},
+                "pt2_bf16": {"suffix": ".pt2", "frame_size": frame_size, "dtype": "bfloat16"},
+                "pt2_int8": {"suffix": ".pt2", "frame_size": frame_size, "dtype": "int8"},
+                "pt2_any": {"suffix": ".pt2"}}
     files: dict[str, Any] = {}
     for name, kw in variants.items():
         if name not in want:
@@ -301,6 +338,14 @@ def export_files(checkpoint: Path, work: Path, tag: str, want: set[str], resize)
         try:
             if name == "bf16_cl":
                 parity = export_proposed(checkpoint, out, gate, resize)
+            elif name == "pt2_int8":
+                folder = calibration_folder(work, frame_size)
+                if trained:
+                    parity = export_model(checkpoint, out, resize=resize, frame_size=frame_size, dtype="int8",
+                                          calibration=folder).parity
+                else:
+                    export_int8_speed_only(checkpoint, out, resize, frame_size, folder)
+                    parity = "not gated: random weights, speed only"
             else:
                 parity = export_model(checkpoint, out, resize=resize, frames=gate, **kw).parity
             files[name] = {"path": out, "seconds": time.perf_counter() - t0, "flags": kw, "parity": parity}
@@ -324,7 +369,7 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
     import torch
 
     from emaseg.bench.flops import model_flops
-    from emaseg.bench.onnx_runner import agreement, export_checked
+    from emaseg.onnx import agreement, export_checked
     from emaseg.checkpoint import load_model
     from emaseg.export import SegmentationModule
     from emaseg.inference import rescale_size
@@ -347,14 +392,33 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
     want = {"plain"}
     if any(b in backends for b in ("torchscript_frozen", "torchscript_ofi", "cpp_frozen")) or args.cpp_file == "frozen":
         want.add("frozen")
+    if args.cpp_file == "pt2":
+        want.add("pt2")
     if any(b in ("cpp_bf16", "torchscript_bf16") for b in backends):
         want.add("bf16")
     if "cpp_bf16_cl" in backends:
         want.add("bf16_cl")
-    if "cpp_pt2" in backends:
-        want.add("pt2")
-    files = export_files(checkpoint, work, tag, want, resize)
-    main_file = files.get(args.cpp_file, {}).get("path")
+    for row, variant in (("cpp_pt2", "pt2"), ("cpp_pt2_bf16", "pt2_bf16"), ("cpp_pt2_any", "pt2_any"),
+                         ("cpp_pt2_int8", "pt2_int8")):
+        if row in backends:
+            want.add(variant)
+    files = export_files(checkpoint, work, tag, want, resize, (h, w), trained=weights.startswith("trained"))
+    if "network" in backends:
+        from emaseg.bench.worker import network_package
+
+        path = work / f"{tag}.network.pt2"
+        try:
+            network_package(str(checkpoint), net_h, net_w, str(path))
+            files["network"] = {"path": path}
+        except Exception as e:  # noqa: BLE001 - reported as a skipped row
+            files["network"] = {"path": None, "error": str(e).splitlines()[0]}
+        log(f"  network package: {'ok' if files['network']['path'] else files['network']['error']}")
+    # The runtime's default path for frames of this size: the package compiled for it where it
+    # could be made (what setup.sh makes for the sample video), else the TorchScript file.
+    default_variant = args.cpp_file
+    if default_variant == "default":
+        default_variant = "pt2" if files.get("pt2", {}).get("path") else "plain"
+    main_file = files.get(default_variant, {}).get("path")
 
     def pt(name: str) -> Optional[Path]:
         return files.get(name, {}).get("path")
@@ -396,11 +460,15 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
         "torchscript_frozen": ("torchscript", pt("frozen"), tw),
         "torchscript_ofi": ("torchscript_ofi", pt("frozen"), tw),
         "torchscript_bf16": ("torchscript", pt("bf16"), tw),
-        "cpp": ("cpp", main_file, tw),
+        "cpp": ("cpp", pt("plain"), tw),
         "cpp_frozen": ("cpp", pt("frozen"), tw),
         "cpp_bf16": ("cpp", pt("bf16"), tw),
         "cpp_bf16_cl": ("cpp", pt("bf16_cl"), tw),
         "cpp_pt2": ("cpp", pt("pt2"), tw),
+        "cpp_pt2_bf16": ("cpp", pt("pt2_bf16"), tw),
+        "cpp_pt2_any": ("cpp", pt("pt2_any"), tw),
+        "cpp_pt2_int8": ("cpp", pt("pt2_int8"), tw),
+        "network": ("network", pt("network"), tw),
     }
     for name in backends:
         if name in file_rows:
@@ -456,9 +524,10 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
     for name, row in rows.items():
         if row.get("ok"):
             row["achieved_gflops"] = flops["gflops"] / (row["latency"]["median_ms"] / 1000.0)
-            mm = machine.get("matmul_bf16_gflops" if "bf16" in name else "matmul_gflops")
+            mm = machine.get("matmul_int8_gops" if "int8" in name else
+                             "matmul_bf16_gflops" if "bf16" in name else "matmul_gflops")
             row["share_of_matmul_peak"] = row["achieved_gflops"] / mm if mm else None
-            conv = machine.get("conv_bf16_cl_gflops" if "bf16" in name else "conv_gflops")
+            conv = None if "int8" in name else machine.get("conv_bf16_cl_gflops" if "bf16" in name else "conv_gflops")
             row["share_of_conv_peak"] = row["achieved_gflops"] / conv if conv else None
         if ref is not None and name in labels:
             row["label_agreement"] = agreement(np.load(labels[name]).astype(np.int64), ref.astype(np.int64))
@@ -467,15 +536,34 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
     def med(name: str) -> Optional[float]:
         return report.median_of(rows, name)
 
+    default_row = {"pt2": "cpp_pt2", "plain": "cpp", "frozen": "cpp_frozen"}[default_variant]
+    if med(default_row) is None and med("cpp") is not None:
+        default_row = "cpp"
+    network_ms, default_ms = med("network"), med(default_row)
+
     out: dict[str, Any] = {
         "config": config, "short": short_name(config), "height": h, "width": w,
         "weights": weights, "frames": frames_note, "iters": iters,
         "gflops": flops["gflops"], "flops": flops,
         "exports": {k: {kk: (str(vv.name) if isinstance(vv, Path) else vv) for kk, vv in v.items()}
                     for k, v in files.items()},
-        "cpp_row": "cpp", "cpp_file": args.cpp_file,
-        "cpp_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp")),
-        "cpp_vs_eager": report.speedup(med("eager"), med("cpp")),
+        "cpp_row": default_row, "cpp_file": default_variant,
+        # The runtime's default path (default_row) against ORT and eager:
+        "cpp_vs_onnxruntime": report.speedup(med("onnxruntime"), med(default_row)),
+        "cpp_vs_eager": report.speedup(med("eager"), med(default_row)),
+        "cpp_pt_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp")),
+        "cpp_pt_vs_eager": report.speedup(med("eager"), med("cpp")),
+        "network_ms": network_ms,
+        # Frame in / labels out minus the network alone, as a share of the default path's time.
+        "share_outside_network": (1.0 - network_ms / default_ms) if network_ms and default_ms else None,
+        "cpp_pt2_bf16_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp_pt2_bf16")),
+        "cpp_pt2_bf16_vs_cpp_pt2": report.speedup(med("cpp_pt2"), med("cpp_pt2_bf16")),
+        "cpp_pt2_bf16_label_agreement": rows.get("cpp_pt2_bf16", {}).get("label_agreement"),
+        "cpp_pt2_any_vs_cpp": report.speedup(med("cpp"), med("cpp_pt2_any")),
+        "cpp_pt2_int8_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp_pt2_int8")),
+        "cpp_pt2_int8_vs_cpp_pt2": report.speedup(med("cpp_pt2"), med("cpp_pt2_int8")),
+        "cpp_pt2_int8_label_agreement": rows.get("cpp_pt2_int8", {}).get("label_agreement"),
+        "cpp_pt2_int8_gated": weights.startswith("trained"),
         "cpp_frozen_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp_frozen")),
         "cpp_frozen_vs_eager": report.speedup(med("eager"), med("cpp_frozen")),
         "cpp_bf16_vs_cpp": report.speedup(med("cpp"), med("cpp_bf16")),
@@ -496,7 +584,7 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
                       "network, bilinear resize, argmax all inside), fixed input shape",
         "rows": rows,
     }
-    cpp_fps = (rows.get("cpp", {}).get("latency") or {}).get("fps")
+    cpp_fps = (rows.get(default_row, {}).get("latency") or {}).get("fps")
     if "video" not in args.skip_list and video is not None and main_file is not None and args.cli.exists():
         cli = rows.get("cpp_cli", {})
         if not (cli.get("ok") and cli.get("overlay_output")):
@@ -551,7 +639,8 @@ def machine_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         return info
     n = 1024 if args.quick else 2048
     secs = 0.3 if args.quick else 2.0
-    for dtype, key in (("float32", "matmul_gflops"), ("bfloat16", "matmul_bf16_gflops")):
+    for dtype, key in (("float32", "matmul_gflops"), ("bfloat16", "matmul_bf16_gflops"),
+                       ("int8", "matmul_int8_gops")):
         res = run_worker(["--backend", "matmul", "--n", str(n), "--dtype", dtype, "--max-seconds", str(secs)],
                          args.threads, work / f"matmul_{dtype}.json", args.worker_timeout)
         info[key] = res.get("gflops_best") if res.get("ok") else None
@@ -634,8 +723,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, help="timed runs per row (default: from the model's GFLOPs)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="stop timing a row after this (min 3 runs)")
     p.add_argument("--worker-timeout", type=float, default=900.0, help="kill a row's process after this")
-    p.add_argument("--cpp-file", choices=("plain", "frozen"), default="plain",
-                   help="export behind the cpp and cpp_cli rows (plain: as setup.sh exports; frozen: --optimize)")
+    p.add_argument("--cpp-file", choices=("default", "plain", "frozen", "pt2"), default="default",
+                   help="the runtime's path behind the cpp_cli and video rows and the cpp_vs_* keys (default: "
+                        "the .pt2 compiled for the frame size, as setup.sh makes for the sample video, else "
+                        "the .pt; plain: the .pt; frozen: --optimize)")
     p.add_argument("--onnx-exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="auto: dynamo, then legacy if it fails or disagrees")
     p.add_argument("--cli", default=str(ROOT / "build" / "ema_seg"), help="the ema_seg binary")

@@ -58,6 +58,7 @@ fi
 # --- bundled default: demo model exported to TorchScript, sample video ---------------------------
 # Re-exported when missing or stale: the stamp beside it hashes what the file is made from (the
 # checkpoint, the emaseg code that builds the exported module, the torch version).
+SAMPLE_SIZE=256x512  # HxW of the sample video data/sample/street.mp4
 export_stamp() {
     { sha256sum models/emanet_demo.pth; find python/emaseg -name '*.py' | sort | xargs sha256sum;
       "$VPY" -c "import torch; print(torch.__version__)"; } | sha256sum | cut -c1-32
@@ -69,10 +70,23 @@ if [ -f models/emanet_demo.pth ]; then
         "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt
         echo "$stamp_want" > models/.emanet_demo.pt.stamp
     fi
+    # The fast default: an AOTInductor package for the sample video's frame size, compiled for
+    # this CPU and torch (~1 min). The CLI takes it for inputs of that size and the .pt for any
+    # other; a package for any frame size runs slower than the .pt (README, ".pt2 packages").
+    if [ ! -f models/emanet_demo.pt2 ] || [ "$(cat models/.emanet_demo.pt2.stamp 2>/dev/null)" != "$stamp_want $SAMPLE_SIZE" ]; then
+        log "compiling models/emanet_demo.pth -> models/emanet_demo.pt2 (frames of $SAMPLE_SIZE)"
+        rm -f models/emanet_demo.pt2 models/.emanet_demo.pt2.stamp
+        if "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt2 \
+                --frame-size "$SAMPLE_SIZE"; then
+            echo "$stamp_want $SAMPLE_SIZE" > models/.emanet_demo.pt2.stamp
+        else
+            log "warning: could not compile the .pt2 (see above); the CLI uses models/emanet_demo.pt"
+        fi
+    fi
 fi
 if [ -f scripts/make_synthetic.py ] && [ ! -f data/sample/street.mp4 ]; then
     log "generating the sample video data/sample/street.mp4"
-    "$VPY" scripts/make_synthetic.py --out data/sample --train 0 --val 0 --size 256x512 --seed 7 \
+    "$VPY" scripts/make_synthetic.py --out data/sample --train 0 --val 0 --size "$SAMPLE_SIZE" --seed 7 \
         --video data/sample/street.mp4 --frames 100 --fps 10 --quiet >/dev/null
 fi
 log "ready"

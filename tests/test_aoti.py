@@ -281,3 +281,64 @@ def test_frame_size_package_takes_only_that_size(packages, tmp_path):
     with pytest.raises(runtime.Error, match=re.escape("takes only 160x96 frames (exported with --frame-size 96x160), not 53x37")) as caught:
         segmenter.segment(frames()[0])
     assert caught.value.kind == "argument"
+    if not CLI.is_file():
+        return
+    # As the CLI's default, a package for one frame size serves only inputs of that size.
+    import cv2
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(packages["pt"], tmp_path / "models" / "emanet_demo.pt")
+    shutil.copy(tmp_path / "fixed.pt2", tmp_path / "models" / "emanet_demo.pt2")
+    for name, image in (("same.png", frames()[1]), ("other.png", frames()[0])):
+        assert cv2.imwrite(str(tmp_path / name), image)
+    same = run_cli("--image", tmp_path / "same.png", "--threads", "1", "--json", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["model"] == "models/emanet_demo.pt2" and "note" not in same.stderr
+    other = run_cli("--image", tmp_path / "other.png", "--threads", "1", "--json", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["model"] == "models/emanet_demo.pt"
+    assert "compiled for 160x96 frames only; using models/emanet_demo.pt" in other.stderr
+
+
+def test_bfloat16_package_is_gated_against_float32(emanet_pt2, packages, tmp_path, monkeypatch):
+    """--dtype bfloat16 .pt2: compared with the float32 module, at least 99% of labels equal;
+    a package below that is refused and nothing is written."""
+    from emaseg.export import ExportError, ResizePolicy, aoti, export_model, load_exported
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        report = export_model(emanet_pt2["checkpoint"], tmp_path / "bf16.pt2", resize=ResizePolicy("none"),
+                              dtype="bfloat16", frame_size=(64, 96))
+    finally:
+        torch.set_num_threads(previous)
+    assert report.metadata["dtype"] == "bfloat16"
+    assert all(row["agreement"] >= 0.99 and row["ok"] for row in report.parity)
+    compiled, meta = load_exported(tmp_path / "bf16.pt2")
+    assert meta["dtype"] == "bfloat16" and meta["fixed_input"] == {"N": 1, "H": 64, "W": 96}
+    scripted = torch.jit.load(str(emanet_pt2["pt"]))  # float32
+    rng = np.random.default_rng(3)
+    smooth = [cv2_smooth(rng, 64, 96) for _ in range(3)]
+    with torch.inference_mode():
+        equal = [float((compiled(torch.from_numpy(f)[None]) == scripted(torch.from_numpy(f)[None])).double().mean())
+                 for f in smooth]
+    assert min(equal) >= 0.97, equal  # held-out frames: close to the gate's 99%
+
+    def wrong_compile(module, metadata, path, *, example, dynamic=True):
+        shutil.copy(packages["pt2"], path)
+        return {}
+
+    monkeypatch.setattr(aoti, "compile_package", wrong_compile)
+    with pytest.raises(ExportError, match="of labels equal to float32's"):
+        export_model(emanet_pt2["checkpoint"], tmp_path / "wrong.pt2", resize=ResizePolicy("none"),
+                     dtype="bfloat16", frame_size=(64, 96))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16.pt2"]
+
+
+def cv2_smooth(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth colour field with noise, like the exporter's parity frames, from another seed."""
+    import cv2
+
+    coarse = rng.uniform(0, 255, (max(h // 16, 2), max(w // 16, 2), 3)).astype(np.float32)
+    field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR) + rng.normal(0, 12, (h, w, 3))
+    return np.clip(field, 0, 255).astype(np.uint8)

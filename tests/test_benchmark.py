@@ -64,6 +64,11 @@ def test_json_keys_and_ratios(run):
         assert result["cpp_vs_eager"][CONFIG] == cfg["cpp_vs_eager"]
         assert rows["cpp"]["label_agreement"] == 1.0
         assert 0.5 < rows["cpp_bf16"]["label_agreement"] <= 1.0
+        # The default path is the .pt2 compiled for the frame size, with eager's labels.
+        assert cfg["cpp_row"] == "cpp_pt2" and rows["cpp_pt2"]["label_agreement"] == 1.0
+        assert 0.5 < cfg["cpp_pt2_bf16_label_agreement"] <= 1.0
+        assert _positive(cfg["cpp_pt2_bf16_vs_onnxruntime"]) and _positive(cfg["network_ms"])
+        assert cfg["share_outside_network"] < 1.0
     else:
         assert rows["cpp"]["error"] and cfg["cpp_vs_onnxruntime"] is None
     if rows["cpp_cli"]["ok"]:

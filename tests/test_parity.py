@@ -5,7 +5,9 @@
 Legs: eager PyTorch (the checkpoint through an independent, longhand pipeline), the exported
 file in Python (torch.jit.load), the C++ runtime through emaseg.runtime, and the CLI's label
 PNGs (build/ema_seg --images). Labels must be identical and scores within 1e-4, on frames of
-odd sizes. Models: the two mmseg reference fixtures (mmseg checkpoint -> scripts/convert_mmseg.py
+odd sizes. The AOTInductor package (.pt2) of each model is compiled for one of those sizes
+(export.py --frame-size: a package for any size compiles minutes longer) and run from Python,
+the C++ runtime and the CLI on that frame, with the same bounds. Models: the two mmseg reference fixtures (mmseg checkpoint -> scripts/convert_mmseg.py
 -> export without resize, as `python/export.py --no-resize`), whose own labels the C++ runtime
 must reproduce exactly, and the demo model models/emanet_demo.pth (skipped until it is trained).
 
@@ -36,6 +38,7 @@ runtime = pytest.importorskip("emaseg.runtime")
 pytestmark = pytest.mark.parity
 
 SIZES = ((97, 131), (120, 200), (203, 301))
+PT2_SIZE = SIZES[1]  # the frame size the suite's .pt2 packages are compiled for
 # EMASEG_DEMO_CHECKPOINT points the suite at another checkpoint of a whole-image config.
 DEMO = Path(os.environ.get("EMASEG_DEMO_CHECKPOINT", ROOT / "models" / "emanet_demo.pth"))
 MODELS = ["r18w16", "r50w8", "demo"]
@@ -54,6 +57,11 @@ class Legs:
     runtime_labels: list[np.ndarray] = field(default_factory=list)
     runtime_probs: list[np.ndarray] = field(default_factory=list)  # (C, H, W)
     cli_labels: Optional[list[np.ndarray]] = None  # None: the CLI is not built
+    # The .pt2 on frames[PT2_FRAME]: from Python, the C++ runtime and the CLI.
+    pt2_labels: Optional[np.ndarray] = None
+    pt2_runtime_labels: Optional[np.ndarray] = None
+    pt2_runtime_probs: Optional[np.ndarray] = None
+    pt2_cli_labels: Optional[np.ndarray] = None
     # The C++ runtime on the reference's own image with REFERENCE_THREADS (reference models only).
     reference_labels: Optional[np.ndarray] = None
     reference_probs: Optional[np.ndarray] = None
@@ -84,8 +92,12 @@ def network_size(meta: dict[str, Any], h: int, w: int) -> tuple[int, int]:
     return rescale_size(h, w, tuple(resize["scale"]))
 
 
+PT2_FRAME = SIZES.index(PT2_SIZE)
+
+
 def prepare(name: str, tmp: Path) -> tuple[Path, Path, Optional[dict[str, Any]]]:
-    """(checkpoint, exported file, reference fixture or None) for a model of the suite."""
+    """(checkpoint, exported file, reference fixture or None) for a model of the suite; the
+    .pt2 package is written beside the file, as model.pt2."""
     from emaseg.export import ResizePolicy, export_model
     from emaseg.export.exporter import parity_frames
 
@@ -96,6 +108,7 @@ def prepare(name: str, tmp: Path) -> tuple[Path, Path, Optional[dict[str, Any]]]
             pytest.skip(f"{DEMO} does not exist yet (the demo model is being trained; "
                         "python/train.py writes it)")
         export_model(DEMO, tmp / "demo.pt", frames=gate)  # the config's resize, as setup.sh does
+        export_model(DEMO, tmp / "model.pt2", frame_size=PT2_SIZE)
         return DEMO, tmp / "demo.pt", None
     fixture = reference_fixture(name)
     torch.save(fixture["checkpoint"], tmp / "mmseg.pth")
@@ -103,13 +116,14 @@ def prepare(name: str, tmp: Path) -> tuple[Path, Path, Optional[dict[str, Any]]]
     assert convert_main([str(tmp / "mmseg.pth"), str(tmp / "ours.pth")]) == 0
     # What `python/export.py --no-resize` does: the network sees each frame at its own size.
     export_model(tmp / "ours.pth", tmp / "model.pt", resize=ResizePolicy("none"), frames=gate)
+    export_model(tmp / "ours.pth", tmp / "model.pt2", resize=ResizePolicy("none"), frame_size=PT2_SIZE)
     return tmp / "ours.pth", tmp / "model.pt", fixture
 
 
 @pytest.fixture(scope="module", params=MODELS)
 def legs(request, tmp_path_factory) -> Legs:
     from emaseg import load_model
-    from emaseg.export import read_metadata
+    from emaseg.export import load_exported, read_metadata
 
     name = request.param
     previous = torch.get_num_threads()
@@ -136,6 +150,14 @@ def legs(request, tmp_path_factory) -> Legs:
             legs.runtime_labels.append(segmenter.segment(frame))
             legs.runtime_probs.append(segmenter.probabilities(frame))
 
+        package, _ = load_exported(tmp / "model.pt2")
+        pt2 = runtime.Segmenter(tmp / "model.pt2", threads=1)
+        frame = frames[PT2_FRAME]
+        with torch.inference_mode():
+            legs.pt2_labels = package(torch.from_numpy(frame)[None])[0].numpy()
+        legs.pt2_runtime_labels = pt2.segment(frame)
+        legs.pt2_runtime_probs = pt2.probabilities(frame)
+
         if CLI.is_file():
             images, masks = tmp / "images", tmp / "masks"
             images.mkdir()
@@ -146,6 +168,11 @@ def legs(request, tmp_path_factory) -> Legs:
             assert result.returncode == 0, result.stderr
             legs.cli_labels = [cv2.imread(str(masks / f"frame{i}.png"), cv2.IMREAD_UNCHANGED)
                                for i in range(len(frames))]
+            result = run_cli("--model", tmp / "model.pt2", "--image", images / f"frame{PT2_FRAME}.png",
+                             "--mask-dir", tmp / "pt2_masks", "--threads", "1", "--quiet", timeout=600)
+            assert result.returncode == 0, result.stderr
+            legs.pt2_cli_labels = cv2.imread(str(tmp / "pt2_masks" / f"frame{PT2_FRAME}.png"),
+                                             cv2.IMREAD_UNCHANGED)
 
         if fixture is not None:
             # The Segmenter's threads option is LibTorch's process-wide intra-op setting, the one
@@ -203,3 +230,21 @@ def test_reference_end_to_end(legs):
     # that; measured 6e-8 (r18w16) and 5e-7 (r50w8).
     reference_probs = legs.fixture["predict_seg_logits"].softmax(0).numpy()
     assert np.abs(legs.reference_probs - reference_probs).max() <= 1e-5
+
+
+def test_pt2_labels_identical_python_runtime_cli(legs):
+    """The .pt2 package: eager's labels from Python, the C++ runtime and the CLI."""
+    expected = legs.eager_logits[PT2_FRAME].argmax(0).numpy()
+    np.testing.assert_array_equal(legs.pt2_labels, expected, err_msg=".pt2 from Python")
+    np.testing.assert_array_equal(legs.pt2_runtime_labels, expected, err_msg=".pt2 in the C++ runtime")
+    np.testing.assert_array_equal(legs.pt2_runtime_labels, legs.runtime_labels[PT2_FRAME])
+    if legs.cli_labels is not None:
+        np.testing.assert_array_equal(legs.pt2_cli_labels, expected, err_msg=".pt2 through the CLI")
+    assert len(np.unique(expected)) >= 2
+
+
+def test_pt2_scores_within_1e_4(legs):
+    # Inductor fuses and reorders float sums: measured ~1e-7 from eager (the .pt legs: 0.0).
+    eager = legs.eager_logits[PT2_FRAME].softmax(0).numpy()
+    assert legs.pt2_runtime_probs.shape == eager.shape
+    assert np.abs(legs.pt2_runtime_probs - eager).max() <= 1e-4

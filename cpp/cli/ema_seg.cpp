@@ -64,8 +64,9 @@ input (exactly one):
 model:
   --model FILE         exported model, .pt (TorchScript) or .pt2 (AOTInductor, faster;
                        compiled for this CPU and torch). Default: models/emanet_demo.pt2
-                       if it runs here, else models/emanet_demo.pt, in the current
-                       folder, else in <folder of ema_seg>/../models
+                       if it runs here and takes the input's frame size, else
+                       models/emanet_demo.pt, in the current folder, else in
+                       <folder of ema_seg>/../models
   --device DEV         cpu (default), cuda or cuda:N
   --fp16               half precision (CUDA only)
   --threads N          LibTorch and OpenCV threads, 1 to 4 x the hardware threads
@@ -493,8 +494,7 @@ int run(const CliOptions& o) {
   options.threads = o.threads;
   options.max_pixels = static_cast<long long>(o.max_megapixels * 1e6);
   std::string model_path;
-  const std::unique_ptr<emaseg::Segmenter> model = load_model(o, options, model_path);
-  const emaseg::Segmenter& segmenter = *model;
+  std::unique_ptr<emaseg::Segmenter> model = load_model(o, options, model_path);
 
   // Open the input before creating any output, so a bad input leaves nothing behind.
   const bool image_input = !o.image.empty() || !o.images.empty();
@@ -507,6 +507,21 @@ int run(const CliOptions& o) {
       : !o.image.empty() ? emaseg::open_image(o.image)
       : image_input      ? emaseg::open_images(o.images)
                          : emaseg::open_video(o.video);
+  // A default .pt2 compiled for one frame size (setup.sh compiles it for the sample video's)
+  // is the fastest model only for that size; other inputs get the .pt, which takes any size.
+  const cv::Size fixed = model->metadata().fixed_frame_size;
+  if (o.model.empty() && !fixed.empty() && (!o.images.empty() || source->frame_size() != fixed)) {
+    const std::vector<std::string> candidates = default_models();
+    if (candidates.size() > 1 && candidates.back() != model_path) {
+      if (!o.quiet)
+        print_stderr("note", model_path + " is compiled for " + std::to_string(fixed.width) + "x" +
+                                 std::to_string(fixed.height) + " frames only; using " +
+                                 candidates.back());
+      model_path = candidates.back();
+      model = std::make_unique<emaseg::Segmenter>(model_path, options);
+    }
+  }
+  const emaseg::Segmenter& segmenter = *model;
 
   RunReport report;
   report.input = input;

@@ -165,6 +165,13 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   meta.checkpoint_sha256 = reader.text("checkpoint_sha256");
   meta.torch_version = reader.text("torch_version");
   meta.emaseg_version = reader.text("emaseg_version");
+  if (const Json* fixed = reader.get("fixed_input", false); fixed != nullptr && fixed->is_object()) {
+    const Reader sub(*fixed, source);
+    const Json* h = fixed->find("H");
+    const Json* w = fixed->find("W");
+    if (h != nullptr && w != nullptr)
+      meta.fixed_frame_size = cv::Size(sub.integer(*w, "fixed_input.W"), sub.integer(*h, "fixed_input.H"));
+  }
   return meta;
 }
 

@@ -7,7 +7,7 @@ Either a model with its config (`model_predictor`) or an exported TorchScript fi
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 from tqdm import tqdm
@@ -33,10 +33,13 @@ def model_predictor(model: torch.nn.Module, cfg: Config, *, aug_test: bool = Fal
     return predict
 
 
-def scripted_predictor(module: torch.jit.ScriptModule) -> Predictor:
-    """An exported model file (docs/model_file_format.md): uint8 BGR in, labels out."""
+def scripted_predictor(module: Callable[[torch.Tensor], torch.Tensor], batch: Optional[int] = None) -> Predictor:
+    """An exported model (docs/model_file_format.md; emaseg.export.load_exported): uint8 BGR in,
+    labels out. `batch=1`: a package compiled for one frame per call gets the images one by one."""
 
     def predict(images: torch.Tensor) -> torch.Tensor:
+        if batch == 1 and images.shape[0] > 1:
+            return torch.cat([module(images[i:i + 1]).long() for i in range(images.shape[0])])
         return module(images).long()
 
     return predict

@@ -94,6 +94,8 @@ struct Metadata {
   std::string checkpoint_sha256;
   std::string torch_version;
   std::string emaseg_version;
+  // A .pt2 exported with --frame-size takes frames of only this size; empty: any size.
+  cv::Size fixed_frame_size;
   std::string json;  // the raw metadata.json
 };
 

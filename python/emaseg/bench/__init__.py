@@ -3,10 +3,10 @@
     timing.py       latency statistics, peak RSS, thread set-up (no torch import)
     flops.py        FLOP counting, a reference non-local block, the EMA-vs-attention probe,
                     the machine's matmul and 3x3-conv GFLOP/s
-    onnx_runner.py  ONNX export (dynamo or legacy exporter) and ONNX Runtime sessions
     worker.py       one backend timed in its own process: `python -m emaseg.bench.worker`
     report.py       ratios, the Markdown table, the PNG chart
 
-Nothing here imports torch at module level except flops.py, so the ONNX Runtime worker runs
-without torch in its address space and its peak RSS is that of an ORT deployment.
+ONNX export and ONNX Runtime sessions are emaseg.onnx (python/export.py writes .onnx files
+with it too). Nothing here imports torch at module level except flops.py, so the ONNX Runtime
+worker runs without torch in its address space and its peak RSS is that of an ORT deployment.
 """

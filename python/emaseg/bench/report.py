@@ -13,14 +13,18 @@ ROW_LABELS = {
     "torchscript": "TorchScript (Python)",
     "torchscript_frozen": "TorchScript --optimize/frozen (Python)",
     "torchscript_ofi": "TorchScript frozen + optimize_for_inference (Python)",
-    "cpp": "C++ runtime, bindings",
+    "cpp": "C++ runtime, bindings, .pt file",
     "cpp_frozen": "C++ runtime, bindings, --optimize file",
     "cpp_cli": "C++ runtime, ema_seg --benchmark (model)",
     "onnxruntime": "ONNX Runtime (CPU EP)",
     "torchscript_bf16": "TorchScript bfloat16 (Python)",
     "cpp_bf16": "C++ runtime, bindings, bfloat16 file",
     "cpp_bf16_cl": "C++ runtime, bindings, bfloat16 + channels-last + frozen file (proposed)",
-    "cpp_pt2": "C++ runtime, bindings, AOTInductor .pt2 package",
+    "cpp_pt2": "C++ runtime, bindings, .pt2 for this frame size",
+    "cpp_pt2_bf16": "C++ runtime, bindings, .pt2 bfloat16 for this frame size",
+    "cpp_pt2_any": "C++ runtime, bindings, .pt2 for any frame size",
+    "cpp_pt2_int8": "C++ runtime, bindings, .pt2 int8 for this frame size",
+    "network": "network alone (.pt2, no pre/post-processing)",
     "eager_cuda_fp16": "PyTorch eager fp16 (CUDA)",
     "cpp_cuda_fp16": "C++ runtime fp16 (CUDA)",
 }
@@ -33,6 +37,9 @@ CHART_LABELS = {
     "cpp": "C++\nbindings", "cpp_frozen": "C++ bindings\nfrozen file", "cpp_cli": "C++\nema_seg CLI",
     "onnxruntime": "ONNX\nRuntime", "torchscript_bf16": "TorchScript\nbfloat16", "cpp_bf16": "C++ bindings\nbfloat16",
     "cpp_bf16_cl": "C++ bindings\nbf16 ch-last", "cpp_pt2": "C++ bindings\n.pt2",
+    "cpp_pt2_bf16": "C++ bindings\n.pt2 bf16", "cpp_pt2_any": "C++ bindings\n.pt2 any size",
+    "cpp_pt2_int8": "C++ bindings\n.pt2 int8",
+    "network": "network\nonly",
     "eager_cuda_fp16": "eager fp16\nCUDA", "cpp_cuda_fp16": "C++ fp16\nCUDA",
 }
 
@@ -70,7 +77,8 @@ def markdown(result: dict[str, Any]) -> str:
     m = result.get("machine", {})
     lines.append(f"CPU: {m.get('cpu', '?')}, {result['threads']} thread(s); torch {m.get('torch')}, "
                  f"ONNX Runtime {m.get('onnxruntime')}; matmul {_fmt(m.get('matmul_gflops'))} GFLOP/s "
-                 f"float32, {_fmt(m.get('matmul_bf16_gflops'))} bfloat16; 3x3 conv "
+                 f"float32, {_fmt(m.get('matmul_bf16_gflops'))} bfloat16, {_fmt(m.get('matmul_int8_gops'))} "
+                 f"GOP/s int8; 3x3 conv "
                  f"{_fmt(m.get('conv_gflops'))} float32, {_fmt(m.get('conv_bf16_cl_gflops'))} bfloat16 "
                  f"channels-last; OMP_WAIT_POLICY {result.get('omp_wait_policy', '?')}; load average "
                  f"{_fmt((result.get('load_average') or {}).get('start'), '.2f')} at start"
@@ -97,15 +105,17 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{_fmt(None if agree is None else 100 * agree, '.2f', '%')} | "
                     f"{_fmt(row.get('achieved_gflops'))} |")
         lines.append("")
-        lines.append("| config | GFLOPs/frame | C++ vs ORT | C++ vs eager | video pipeline fps | model-only fps "
-                     "| pipeline / model-only | ONNX exporter |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        lines.append("| config | GFLOPs/frame | C++ default | C++ vs ORT | C++ vs eager | outside the network "
+                     "| video pipeline fps | model-only fps | pipeline / model-only | ONNX exporter |")
+        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
         for cfg in result["configs"]:
             v = cfg.get("video") or {}
             lines.append(
                 f"| {cfg['short']} | {_fmt(cfg.get('gflops'))} | "
-                f"{_fmt(cfg.get('cpp_vs_onnxruntime'), '.2f', 'x')} | "
-                f"{_fmt(cfg.get('cpp_vs_eager'), '.2f', 'x')} | {_fmt(v.get('pipeline_fps'), '.2f')} | "
+                f"{cfg.get('cpp_row', 'cpp')} | {_fmt(cfg.get('cpp_vs_onnxruntime'), '.2f', 'x')} | "
+                f"{_fmt(cfg.get('cpp_vs_eager'), '.2f', 'x')} | "
+                f"{_fmt(None if cfg.get('share_outside_network') is None else 100 * cfg['share_outside_network'], '.0f', '%')} | "
+                f"{_fmt(v.get('pipeline_fps'), '.2f')} | "
                 f"{_fmt(v.get('model_only_fps'), '.2f')} | {_fmt(v.get('ratio'), '.3f')} | "
                 f"{(cfg.get('onnx') or {}).get('chosen') or '-'} |")
     ema = result.get("ema_vs_nonlocal")

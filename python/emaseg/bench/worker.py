@@ -11,7 +11,10 @@ Backends (all take uint8 BGR H x W x 3 frames and return H x W labels):
     torchscript_ofi  torch.jit.optimize_for_inference of a loaded (frozen) export: oneDNN conv
                      fusion and prepacked weights; what a load-time pass in the C++ runtime gets
     cpp              the C++ runtime through the bindings: emaseg.runtime.Segmenter.segment
-    onnxruntime      ONNX Runtime, CPU provider, on a file written by onnx_runner.export_checked
+    onnxruntime      ONNX Runtime, CPU provider, on a file written by emaseg.onnx.export_checked
+    network          the network alone (no pre/post-processing) at its input size, as an
+                     AOTInductor package from network_package(): --model the .pt2; returns no
+                     labels (the frame-time share outside the network is measured against it)
     block            EMA / non-local probe (flops.probe_block), --block, --channels, --map HxW
     matmul           machine dense matmul GFLOP/s (flops.matmul_gflops), --n, --dtype
     conv             machine 3x3 conv GFLOP/s (flops.conv_gflops), --dtype, --channels-last
@@ -34,8 +37,31 @@ import numpy as np
 from ..atomic import atomic_open, write_atomic
 from .timing import current_rss_mb, peak_rss_mb, summarize, time_calls
 
-BACKENDS = ("eager", "eager_cl", "torchscript", "torchscript_ofi", "cpp", "onnxruntime", "block", "matmul",
-            "conv")
+BACKENDS = ("eager", "eager_cl", "torchscript", "torchscript_ofi", "cpp", "onnxruntime", "network", "block",
+            "matmul", "conv")
+
+
+def network_package(checkpoint: str, height: int, width: int, path: str) -> str:
+    """The checkpoint's network alone (normalised float input of height x width, logits at 1/8
+    out) compiled with AOTInductor and freezing, as the .pt2 export compiles its network."""
+    import torch
+    from torch._inductor import aoti_compile_and_package
+
+    from ..checkpoint import load_model
+
+    class Network(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)["out"]
+
+    example = torch.zeros(1, 3, height, width)
+    with torch.no_grad():
+        program = torch.export.export(Network(load_model(checkpoint).eval()), (example,))
+        return aoti_compile_and_package(program, package_path=path, inductor_configs={
+            "freezing": True, "aot_inductor.metadata": {"emaseg_network_input": json.dumps([1, 3, height, width])}})
 
 
 def _set_torch_threads(threads: int) -> None:
@@ -97,14 +123,35 @@ def build_segment_fn(backend: str, model: str, threads: int, device: str = "cpu"
         seg = Segmenter(model, device=device, threads=threads, half=half)
         info["runtime_threads"] = seg.threads
         return seg.segment, info
+    if backend == "network":
+        import torch
+        from torch._inductor import aoti_load_package
+
+        _set_torch_threads(threads)
+        compiled = aoti_load_package(model)
+        inputs: dict[tuple[int, ...], Any] = {}
+
+        def network(frame: np.ndarray) -> None:
+            with torch.inference_mode():
+                compiled(inputs.setdefault((), torch.randn(*_package_input_shape(compiled))))
+        info["torch_threads"] = torch.get_num_threads()
+        return network, info
     if backend == "onnxruntime":
-        from .onnx_runner import OrtSegmenter, ort_version
+        from ..onnx import OrtSegmenter, ort_version
 
         runner = OrtSegmenter(model, threads)
         info["onnxruntime_version"] = ort_version()
         info["intra_op_num_threads"] = threads
         return runner.segment, info
     raise ValueError(f"unknown backend {backend!r}")
+
+
+def _package_input_shape(compiled: Any) -> list[int]:
+    """The fixed input shape a network_package() was compiled for, from its metadata."""
+    spec = json.loads(compiled.get_metadata().get("emaseg_network_input", "null") or "null")
+    if spec is None:
+        raise ValueError("not a network package from network_package()")
+    return spec
 
 
 def run_segment(args: argparse.Namespace) -> dict[str, Any]:

@@ -62,11 +62,12 @@ class _Probabilities(nn.Module):
 
 
 def export_program(module: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
-    """torch.export of `module(images)`: the batch symbolic, and height and width too if `dynamic`
-    (else fixed to the example's). Dim.AUTO specialises a dimension the code branches on instead
+    """torch.export of `module(images)`: batch, height and width symbolic if `dynamic`, else all
+    fixed to the example's. Dim.AUTO specialises a dimension the code branches on instead
     of failing; specialised_dims() tells."""
     auto = torch.export.Dim.AUTO
-    shapes = {"images": {0: auto, 1: auto, 2: auto} if dynamic else {0: auto}}
+    # Fixed: every dimension the example's (a batch of 1 would be specialised anyway, with a warning).
+    shapes = {"images": {0: auto, 1: auto, 2: auto}} if dynamic else None
     with torch.no_grad():
         return torch.export.export(module, (example,), dynamic_shapes=shapes)
 
@@ -79,8 +80,10 @@ def specialised_dims(program: torch.export.ExportedProgram) -> dict[str, int]:
 
 
 def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.PathLike, *,
-                    example: torch.Tensor, dynamic: bool = True) -> dict[str, int]:
-    """Exports and compiles `module` (labels) and its probabilities into one package at `path`.
+                    example: torch.Tensor, dynamic: bool = True,
+                    probabilities: Optional[nn.Module] = None) -> dict[str, int]:
+    """Exports and compiles `module` (labels) and its probabilities (`module.probabilities`, or the
+    module `probabilities`) into one package at `path`.
     `dynamic=False` fixes the frame size to the example's: a package for one video resolution,
     faster to compile and to run (the demo at 1080p: 74 ms against 181 ms dynamic).
 
@@ -90,8 +93,9 @@ def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.
     from torch._inductor import aot_compile
     from torch._inductor.package import package_aoti
 
+    probabilities = probabilities if probabilities is not None else _Probabilities(module)
     programs = {name: export_program(wrapped, example, dynamic)
-                for name, wrapped in (("model", module), ("probabilities", _Probabilities(module)))}
+                for name, wrapped in (("model", module), ("probabilities", probabilities))}
     fixed: dict[str, int] = {}
     for program in programs.values():
         fixed.update(specialised_dims(program))
@@ -109,7 +113,7 @@ def compile_package(module: nn.Module, metadata: dict[str, Any], path: str | os.
                "aot_inductor.metadata": dict(tags)}
     # Inductor's compile is single-threaded Python (mostly sympy for dynamic sizes: ~100 s per
     # model for the demo): the probabilities model compiles in a second process meanwhile.
-    helper = _start_compile(_Probabilities(module), example, dynamic, options)
+    helper = _start_compile(probabilities, example, dynamic, options)
     try:
         with torch.no_grad():
             files = {"model": aot_compile(programs["model"].module(check_guards=False), (example,), options=options)}
@@ -143,6 +147,9 @@ def _start_compile(module: nn.Module, example: torch.Tensor, dynamic: bool,
     cache), or None for a module that cannot travel (pickled: an exported program with symbolic
     floor() cannot be saved; a class defined outside an importable module cannot be pickled)."""
     job = os.path.join(tempfile.mkdtemp(prefix="emaseg-compile-"), "job.pt")  # a private scratch file
+    if isinstance(module, torch.fx.GraphModule):  # e.g. int8: its quantised ops need torchao loaded
+        shutil.rmtree(os.path.dirname(job))
+        return None
     try:
         torch.save({"module": module, "example": example, "dynamic": dynamic, "options": options}, job)
     except (pickle.PicklingError, AttributeError, TypeError):

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "emaseg.torchscript"
+ONNX_FORMAT = "emaseg.onnx"
 FORMAT_VERSION = 1
 EXTRA_FILE = "metadata.json"
 
@@ -18,6 +19,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ExportedFileError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path) and path.suffix == ".onnx":
+        return _onnx_metadata(path)
     try:
         with zipfile.ZipFile(path) as z:
             entries = z.namelist()
@@ -47,6 +50,21 @@ def _package_metadata(path: Path) -> dict[str, Any]:
         raise ExportedFileError(f"{path}: a .pt2 package without valid emaseg metadata (not exported by "
                                 f"python/export.py?)") from e
     return _checked(meta, path, PACKAGE_FORMAT)
+
+
+def _onnx_metadata(path: Path) -> dict[str, Any]:
+    """An ONNX file's ema-seg metadata (its metadata_props, see emaseg/onnx.py)."""
+    from .. import onnx
+
+    try:
+        meta = onnx.read_metadata(path)
+    except ValueError as e:
+        raise ExportedFileError(str(e)) from None
+    except json.JSONDecodeError as e:
+        raise ExportedFileError(f"{path}: its metadata is not valid JSON: {e}") from e
+    if meta is None:
+        raise ExportedFileError(f"{path}: an ONNX file without emaseg metadata (not exported by python/export.py?)")
+    return _checked(meta, path, ONNX_FORMAT)
 
 
 def _checked(meta: Any, path: Path, expected_format: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ reference state_dict loads key for key.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -24,17 +25,18 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
     def last_norm(self) -> nn.BatchNorm2d:
         return self.bn2
 
+    # F.relu, not one nn.ReLU module called at several places: PT2E int8 quantisation
+    # (torchao's X86InductorQuantizer) refuses a module whose partition has several outputs.
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return F.relu(out + identity, inplace=True)
 
 
 class Bottleneck(nn.Module):
@@ -51,7 +53,6 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
     def last_norm(self) -> nn.BatchNorm2d:
@@ -59,10 +60,10 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return F.relu(out + identity, inplace=True)
 
 
 ARCH: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {

@@ -1,17 +1,21 @@
-"""ONNX export of the deployable module and ONNX Runtime sessions.
+"""ONNX export of the deployable module and ONNX Runtime sessions: `python/export.py --output
+M.onnx`, `evaluate.py --model M.onnx` and the benchmark's ONNX Runtime row all use this module.
 
 What is exported: the whole `SegmentationModule.forward` - uint8 BGR N x H x W x 3 in, uint8
 labels N x H x W out, with BGR->RGB, normalisation, the network, the bilinear resize of the
 logits and the argmax inside the graph - so ORT does exactly the work our TorchScript file does.
-The graph is exported for one fixed input shape (the benchmark's), which lets ORT fold every
-shape computation. Either exporter may be used: `torch.onnx.export(dynamo=True)` (torch.export
-+ onnxscript) or the legacy TorchScript-tracing exporter (`dynamo=False`); `export_checked`
-tries them in order and keeps the first whose ORT labels match the reference labels.
+The graph takes any batch and frame size (`dynamic`: torch.export's symbolic sizes), or one
+fixed input shape, which lets ORT fold every shape computation (the benchmark's). Either
+exporter may be used: `torch.onnx.export(dynamo=True)` (torch.export + onnxscript) or the legacy
+TorchScript-tracing exporter (`dynamo=False`); `export_checked` tries them in order and keeps the
+first whose ORT labels match the reference labels. The ema-seg metadata is the model's
+`metadata_props` entry "emaseg_metadata" (JSON, as metadata.json in a .pt).
 
 This module imports torch only inside the export functions: the ORT worker does not load it.
 """
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from pathlib import Path
@@ -19,15 +23,19 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path
+from .atomic import atomic_path
 
 OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
 INPUT_NAME, OUTPUT_NAME = "images", "labels"
+METADATA_KEY = "emaseg_metadata"
 
 
-def export_onnx(module, example, path: str | Path, exporter: str, opset: int = OPSET) -> dict[str, Any]:
-    """Exports `module(example)` to `path` with the named exporter; returns timing and sizes."""
+def export_onnx(module, example, path: str | Path, exporter: str, opset: int = OPSET,
+                dynamic: bool = False) -> dict[str, Any]:
+    """Exports `module(example)` to `path` with the named exporter; returns timing and sizes.
+    `dynamic`: batch, height and width symbolic (the example should have a batch of 2 and odd
+    sizes, since torch.export specialises dimensions whose example is 0 or 1)."""
     import torch
 
     if exporter not in EXPORTERS:
@@ -36,15 +44,53 @@ def export_onnx(module, example, path: str | Path, exporter: str, opset: int = O
     t0 = time.perf_counter()
     with torch.no_grad():
         if exporter == "dynamo":
+            auto = torch.export.Dim.AUTO
+            shapes = {"images": {0: auto, 1: auto, 2: auto}} if dynamic else None
             program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        external_data=False, verbose=False)
+                                        dynamic_shapes=shapes, external_data=False, verbose=False)
             program.save(str(path), external_data=False)
         else:
+            axes = {INPUT_NAME: {0: "N", 1: "H", 2: "W"}, OUTPUT_NAME: {0: "N", 1: "H", 2: "W"}} if dynamic else None
             torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                              dynamic_axes=axes)
     return {"exporter": exporter, "opset": opset, "seconds": time.perf_counter() - t0,
             "bytes": path.stat().st_size}
+
+
+def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
+    """Stores `metadata` in the ONNX file's metadata_props (rewrites the file in place)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.save(model, str(path))
+
+
+def read_metadata(path: str | Path) -> Optional[dict[str, Any]]:
+    """The ema-seg metadata of an ONNX file (None: an ONNX file without it). Raises ValueError
+    for a file ONNX cannot parse."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and others for files that are not ONNX
+        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    for entry in model.metadata_props:
+        if entry.key == METADATA_KEY:
+            return json.loads(entry.value)
+    return None
+
+
+def input_shape(path: str | Path) -> list[Any]:
+    """The model input's dimensions: ints where fixed, names where symbolic."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
 
 
 def make_session(path: str | Path, threads: int, optimization: str = "all"):
@@ -73,8 +119,11 @@ class OrtSegmenter:
         self.input_name = self.session.get_inputs()[0].name
 
     def segment(self, frame: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(frame)[None]})[0]
-        return out[0]
+        return self.segment_batch(np.ascontiguousarray(frame)[None])[0]
+
+    def segment_batch(self, frames: np.ndarray) -> np.ndarray:
+        """N x H x W x 3 uint8 BGR -> N x H x W labels."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(frames)})[0]
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> Optional[float]:
