@@ -47,8 +47,14 @@ class TrainingError(RuntimeError):
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train EMANet", add_help=add_help)
-    p.add_argument("--config", required=True, help="named configuration (emaseg.config.CONFIGS)")
+    from emaseg.config import CONFIGS
+
+    names = "\n".join(f"  {name}" for name in CONFIGS)
+    p = argparse.ArgumentParser(description="Train EMANet", add_help=add_help,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"named configurations (--config):\n{names}")
+    p.add_argument("--config", required=True, choices=sorted(CONFIGS), metavar="NAME",
+                   help="named configuration (listed below)")
     p.add_argument("--data-root", required=True, help="dataset root (layout per cfg.data.dataset)")
     p.add_argument("--work-dir", default=None, help="outputs; default work_dirs/<config name>")
     p.add_argument("--iters", type=int, default=None, help="total iterations (schedule.iters)")

@@ -77,7 +77,7 @@ SEED_FPS = {R50: 4.58, "emanet_r101-d8_512x1024_80k_cityscapes": 2.87}
 BACKENDS = ("eager", "torchscript", "torchscript_frozen", "torchscript_ofi", "cpp", "cpp_frozen",
             "onnxruntime", "cpp_bf16", "cpp_bf16_cl", "cpp_pt2", "cpp_pt2_bf16", "cpp_pt2_int8", "network",
             "cpp_cli")
-EXPLORE = ("eager_cl", "torchscript_bf16", "cpp_pt2_any")
+EXPLORE = ("eager_cl", "torchscript_bf16", "cpp_pt2_any", "onnxruntime_int8")
 CUDA_ROWS = ("eager_cuda_fp16", "cpp_cuda_fp16")
 SECTIONS = ("rows", "ema", "machine", "video")
 # Warm-up calls before timing. TorchScript's profiling executor profiles on the first call and
@@ -299,17 +299,14 @@ def calibration_folder(work: Path, frame_size: tuple[int, int], count: int = 20)
 def export_int8_speed_only(checkpoint: Path, out: Path, resize, frame_size: tuple[int, int], folder: Path) -> None:
     """The int8 package without export_model's accuracy gate: for random weights, whose labels
     are near-ties everywhere, the row measures speed only (the JSON says so)."""
-    import torch
-
     from emaseg.export import aoti, int8
     from emaseg.export.exporter import build_module
 
     module, meta = build_module(checkpoint, mode=None, resize=resize, flip=False, dtype="float32", device="cpu")
     calib, _ = int8.calibration_images(folder, frame_size)
     example = aoti.package_input(frame_size)
-    probabilities = int8.quantize(aoti._Probabilities(module), example, calib)
-    aoti.compile_package(int8.LabelsOf(probabilities, torch.uint8), {**meta, "dtype": "int8"}, out,
-                         example=example, dynamic=False, probabilities=probabilities)
+    aoti.compile_package(int8.quantize_network(module, calib, dynamic=False), {**meta, "dtype": "int8"}, out,
+                         example=example, dynamic=False)
 
 
 def export_files(checkpoint: Path, work: Path, tag: str, want: set[str], resize,
@@ -495,6 +492,27 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
                 continue
             worker_row(name, "onnxruntime", Path(onnx_info["path"]), ow)
             rows[name]["exporter"] = onnx_info["chosen"]
+        elif name == "onnxruntime_int8":
+            # ONNX Runtime's own static int8 quantiser on the float file of the onnxruntime row.
+            if not (onnx_info or {}).get("path"):
+                rows[name] = {"ok": False, "error": "needs the onnxruntime row's file"}
+                continue
+            import cv2
+
+            from emaseg.onnx import quantize_int8
+
+            folder = calibration_folder(work, (h, w))
+            calib = [cv2.imread(str(f)) for f in sorted(folder.glob("*.png"))][:16]
+            target = work / f"{tag}.int8.onnx"
+            try:
+                quantized = quantize_int8(onnx_info["path"], target, calib)
+            except Exception as e:  # noqa: BLE001 - the quantiser failing is a result
+                rows[name] = {"ok": False, "error": f"ORT quantiser: {type(e).__name__}: "
+                                                    f"{(str(e).strip().splitlines() or [''])[0][:200]}"}
+                log(f"  {name}: skipped ({rows[name]['error']})")
+                continue
+            worker_row(name, "onnxruntime", target, ow)
+            rows[name]["quantized"] = quantized
         elif name == "cpp_cli":
             if not args.cli.exists() or main_file is None:
                 rows[name] = {"ok": False, "error": f"{args.cli} not built" if main_file else "no model file"}
@@ -564,6 +582,8 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
         "cpp_pt2_int8_vs_cpp_pt2": report.speedup(med("cpp_pt2"), med("cpp_pt2_int8")),
         "cpp_pt2_int8_label_agreement": rows.get("cpp_pt2_int8", {}).get("label_agreement"),
         "cpp_pt2_int8_gated": weights.startswith("trained"),
+        "cpp_pt2_int8_vs_onnxruntime_int8": report.speedup(med("onnxruntime_int8"), med("cpp_pt2_int8")),
+        "onnxruntime_int8_label_agreement": rows.get("onnxruntime_int8", {}).get("label_agreement"),
         "cpp_frozen_vs_onnxruntime": report.speedup(med("onnxruntime"), med("cpp_frozen")),
         "cpp_frozen_vs_eager": report.speedup(med("eager"), med("cpp_frozen")),
         "cpp_bf16_vs_cpp": report.speedup(med("cpp"), med("cpp_bf16")),

@@ -25,7 +25,9 @@ GREY, RED, GREEN, BLUE = (90, 90, 90), (40, 40, 230), (40, 200, 40), (230, 60, 4
 def require_cli() -> Path:
     """The CLI binary, or skip the calling test with the command that builds it."""
     if not CLI.is_file():
-        pytest.skip(f"{CLI} is not built; run: {BUILD_HINT}")
+        from conftest import missing
+
+        missing(f"{CLI} is not built; run: {BUILD_HINT}")
     return CLI
 
 

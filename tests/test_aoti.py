@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import import_runtime
 from cpp_helpers import CLI, load_make_test_model, python_labels, run_cli, synthetic_frames
 
-runtime = pytest.importorskip("emaseg.runtime")
+runtime = import_runtime()
 
 SIZES = ((37, 53), (96, 160), (8, 8))  # odd, ordinary, the smallest frame the contract allows
 

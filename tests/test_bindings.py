@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, import_runtime
 from cpp_helpers import (
     CLI,
     load_make_test_model,
@@ -31,7 +31,7 @@ from cpp_helpers import (
     write_video,
 )
 
-runtime = pytest.importorskip("emaseg.runtime")
+runtime = import_runtime()
 Segmenter, Error = runtime.Segmenter, runtime.Error
 
 SIZES = [(97, 131), (120, 200), (8, 8), (203, 301)]

@@ -109,7 +109,9 @@ def test_int8_agrees_with_float32_on_held_out_scenes(int8_package):
 
 def test_int8_runtime_and_cli_equal_python(int8_package, tmp_path):
     """Nothing int8-specific in the runtime: Segmenter and ema_seg give the Python package's labels."""
-    runtime = pytest.importorskip("emaseg.runtime")
+    from conftest import import_runtime
+
+    runtime = import_runtime()
     from emaseg.export import load_exported
 
     package, _ = load_exported(int8_package["pt2"])

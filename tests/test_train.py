@@ -192,13 +192,21 @@ def test_clear_errors(data_root, tmp_path):
 def test_poly_lr_equals_mmengine_chained_form():
     from emaseg.training.schedule import poly_lr
 
-    base, eta_min, total, power = 0.01, 1e-4, 80, 0.9
+    base, eta_min, total, power = 0.01, 1e-4, 81, 0.9
+    # mmengine PolyLR(end=total): its total_iters is end - begin - 1, one multiplicative update
+    # per finished iteration.
+    mm_total = total - 1
     lr, chained = base, [base]
-    for step in range(1, total):  # mmengine PolyLR: one multiplicative update per finished iteration
-        lr = (lr - eta_min) * (1 - 1 / (total - step + 1)) ** power + eta_min
+    for step in range(1, total):
+        lr = (lr - eta_min) * (1 - 1 / (mm_total - step + 1)) ** power + eta_min
         chained.append(lr)
     closed = [poly_lr(i, base_lr=base, total_iters=total, power=power, min_lr=eta_min) for i in range(total)]
-    assert closed[0] == base
-    assert closed == pytest.approx(chained, rel=1e-9, abs=0)
-    assert poly_lr(40, base_lr=base, total_iters=total, power=power, min_lr=eta_min) == pytest.approx(
-        1e-4 + (0.01 - 1e-4) * 0.5 ** 0.9)
+    assert closed == pytest.approx(chained, rel=1e-9, abs=1e-15)
+
+    def formula(i: int) -> float:  # the closed form with mmengine's denominator, total - 1
+        return eta_min + (base - eta_min) * (1 - i / (total - 1)) ** power
+
+    for i in (0, 40, total - 1):  # first, middle (progress exactly 0.5), last
+        assert poly_lr(i, base_lr=base, total_iters=total, power=power, min_lr=eta_min) == pytest.approx(formula(i))
+    assert closed[0] == base and closed[-1] == pytest.approx(eta_min)
+    assert closed[40] == pytest.approx(1e-4 + (0.01 - 1e-4) * 0.5 ** 0.9)

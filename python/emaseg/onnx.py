@@ -184,3 +184,23 @@ def ort_version() -> Optional[str]:
     except ImportError:
         return None
     return ort.__version__
+
+
+def quantize_int8(source: str | Path, target: str | Path, frames: Sequence[np.ndarray]) -> dict[str, Any]:
+    """ONNX Runtime's own static int8 quantisation of an exported file (QDQ, per-channel weights,
+    convolutions only, calibrated on `frames`): the comparison for our int8 .pt2. Raises whatever
+    the quantiser raises on a graph it cannot handle."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(frames)
+
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            frame = next(self.items, None)
+            return None if frame is None else {INPUT_NAME: np.ascontiguousarray(frame)[None]}
+
+    t0 = time.perf_counter()
+    quantize_static(str(source), str(target), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+    return {"seconds": time.perf_counter() - t0, "bytes": Path(target).stat().st_size, "frames": len(frames)}

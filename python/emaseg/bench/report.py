@@ -17,6 +17,7 @@ ROW_LABELS = {
     "cpp_frozen": "C++ runtime, bindings, --optimize file",
     "cpp_cli": "C++ runtime, ema_seg --benchmark (model)",
     "onnxruntime": "ONNX Runtime (CPU EP)",
+    "onnxruntime_int8": "ONNX Runtime, its own static int8 quantisation",
     "torchscript_bf16": "TorchScript bfloat16 (Python)",
     "cpp_bf16": "C++ runtime, bindings, bfloat16 file",
     "cpp_bf16_cl": "C++ runtime, bindings, bfloat16 + channels-last + frozen file (proposed)",

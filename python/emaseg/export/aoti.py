@@ -147,7 +147,7 @@ def _start_compile(module: nn.Module, example: torch.Tensor, dynamic: bool,
     cache), or None for a module that cannot travel (pickled: an exported program with symbolic
     floor() cannot be saved; a class defined outside an importable module cannot be pickled)."""
     job = os.path.join(tempfile.mkdtemp(prefix="emaseg-compile-"), "job.pt")  # a private scratch file
-    if isinstance(module, torch.fx.GraphModule):  # e.g. int8: its quantised ops need torchao loaded
+    if any(isinstance(m, torch.fx.GraphModule) for m in module.modules()):  # int8: its ops need torchao
         shutil.rmtree(os.path.dirname(job))
         return None
     try:

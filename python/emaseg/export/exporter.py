@@ -354,14 +354,13 @@ def _export_int8(checkpoint: str | Path, output: Path, *, mode: Optional[str], r
             "calibration": {"frames": len(calib), "held_out": len(held_out), "folder": Path(calibration).name}}
     example = aoti.package_input(frame_size)
     dynamic = frame_size is None
-    auto = torch.export.Dim.AUTO
-    shapes = {"images": {0: auto, 1: auto, 2: auto}} if dynamic else None
     try:
         with atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-            probabilities = int8.quantize(aoti._Probabilities(reference), example, calib, shapes)
-            labels_module = int8.LabelsOf(probabilities, torch.uint8 if reference.label_uint8 else torch.int64)
-            fixed = aoti.compile_package(labels_module, meta, tmp, example=example, dynamic=dynamic,
-                                         probabilities=probabilities)
+            try:
+                quantized = int8.quantize_network(reference, calib, dynamic)
+            except int8.CalibrationError as e:
+                raise ExportError(str(e)) from e
+            fixed = aoti.compile_package(quantized, meta, tmp, example=example, dynamic=dynamic)
             meta["fixed_input"] = fixed
             labels, _ = aoti.load_package(tmp, device, "model")
             compiled_probs, _ = aoti.load_package(tmp, device, "probabilities")

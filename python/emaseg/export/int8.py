@@ -8,6 +8,7 @@ Pre-processing, the logits' resize and argmax stay float32, exactly as in the fl
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +24,7 @@ MIN_FRAMES = 5  # at least one held out (every fifth)
 
 
 class CalibrationError(ValueError):
-    """No usable calibration images: the message says what was found."""
+    """No usable calibration images, or no torchao to quantise with: the message says why."""
 
 
 def calibration_images(source: str | Path, frame_size: tuple[int, int] | None = None) -> tuple[
@@ -52,32 +53,53 @@ def calibration_images(source: str | Path, frame_size: tuple[int, int] | None = 
     return calibration, held_out
 
 
-def quantize(module: nn.Module, example: torch.Tensor, frames: Sequence[np.ndarray],
-             dynamic_shapes: dict | None = None) -> nn.Module:
-    """`module(images)` with int8 convolutions, calibrated on `frames` (uint8 BGR H x W x 3)."""
+def quantize_network(module: nn.Module, frames: Sequence[np.ndarray], dynamic: bool) -> nn.Module:
+    """A copy of the deployable `module` whose network (module.seg.net) has int8 convolutions,
+    calibrated on the network inputs `frames` (uint8 BGR H x W x 3) give. Only the network is
+    quantised: the quantizer would otherwise also wrap the resizes of the logits in
+    quantise/dequantise pairs (slower, and less exact)."""
+    import copy
+
+    inputs: list[torch.Tensor] = []
+    hook = module.seg.net.register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            for frame in frames:
+                module.logits(torch.from_numpy(np.ascontiguousarray(frame))[None])
+    finally:
+        hook.remove()
+    example = inputs[0]
+    auto = torch.export.Dim.AUTO
+    shapes = {"x": {2: auto, 3: auto}} if dynamic else None
+    quantized = copy.deepcopy(module)
+    quantized.seg.net = quantize(module.seg.net, example, inputs, shapes, normalised=True)
+    return quantized
+
+
+def quantize(module: nn.Module, example: torch.Tensor, frames: Sequence[np.ndarray | torch.Tensor],
+             dynamic_shapes: dict | None = None, normalised: bool = False) -> nn.Module:
+    """`module(x)` with int8 convolutions, calibrated on `frames`: uint8 BGR H x W x 3 frames, or
+    with `normalised` the (1, 3, h, w) float inputs themselves."""
+    # torchao's import logs a warning per CUDA kernel library a CPU build lacks, and torch one
+    # about its enum: noise for the user, the CPU path needs neither.
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:
-        raise RuntimeError("int8 export needs torchao (pip install torchao==0.18.0)") from e
+        raise CalibrationError("--dtype int8 needs torchao (pip install torchao==0.18.0, or "
+                               "pip install -e .[int8])") from e
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
     with torch.no_grad():
         program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
         prepared = prepare_pt2e(program.module(), quantizer)
         for frame in frames:
-            prepared(torch.from_numpy(np.ascontiguousarray(frame))[None])
+            prepared(frame if normalised else torch.from_numpy(np.ascontiguousarray(frame))[None])
         return convert_pt2e(prepared)
-
-
-class LabelsOf(nn.Module):
-    """Labels as argmax of a probabilities module: one quantised graph serves both outputs, so
-    a package's labels and probabilities always agree."""
-
-    def __init__(self, probabilities: nn.Module, label_dtype: torch.dtype) -> None:
-        super().__init__()
-        self.probabilities = probabilities
-        self.label_dtype = label_dtype
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.probabilities(images).argmax(dim=1).to(self.label_dtype)
