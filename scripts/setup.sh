@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
-# --- system packages: compiler, CMake, OpenCV for the C++ runtime ---------------------------------
+# --- system packages: compiler, CMake, OpenCV and nlohmann/json for the C++ runtime ---------------
 missing=()
-for pkg in g++ cmake libopencv-dev; do
+for pkg in g++ cmake libopencv-dev nlohmann-json3-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)

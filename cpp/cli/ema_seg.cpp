@@ -4,6 +4,7 @@
 #include <emaseg/emaseg.h>
 #include <emaseg/outputs.h>
 #include <emaseg/pipeline.h>
+#include <nlohmann/json.hpp>
 
 #include <opencv2/core/utility.hpp>
 #include <opencv2/core/utils/logger.hpp>
@@ -400,28 +401,8 @@ long peak_rss_kb() {  // VmHWM: the most resident memory this process has used
 // ---------------------------------------------------------------------------------------------
 // Summaries
 
-std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (const unsigned char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += char(c);
-    } else if (c < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
-      out += escaped;
-    } else {
-      out += char(c);
-    }
-  }
-  return out + "\"";
-}
-
-std::string json_latency(const emaseg::LatencySummary& s) {
-  std::ostringstream out;
-  out << "{\"count\": " << s.count << ", \"mean\": " << s.mean << ", \"p50\": " << s.p50
-      << ", \"p95\": " << s.p95 << ", \"max\": " << s.max << "}";
-  return out.str();
+nlohmann::ordered_json json_latency(const emaseg::LatencySummary& s) {
+  return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p95", s.p95}, {"max", s.max}};
 }
 
 struct RunReport {
@@ -439,34 +420,42 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
   const auto& s = r.stats;
   std::uint64_t pixels = 0;
   for (const auto count : s.class_pixels) pixels += count;
-  std::ostringstream out;
-  out.precision(6);
-  out << "{\n  \"input\": " << json_string(r.input) << ",\n  \"model\": " << json_string(r.model)
-      << ",\n  \"config_name\": " << json_string(meta.config_name)
-      << ",\n  \"device\": " << json_string(r.device) << ",\n  \"threads\": " << threads
-      << ",\n  \"output\": " << (r.output.empty() ? "null" : json_string(r.output))
-      << ",\n  \"mask_dir\": " << (r.mask_dir.empty() ? "null" : json_string(r.mask_dir))
-      << ",\n  \"frames\": " << s.delivered << ",\n  \"inferred\": " << s.inferred
-      << ",\n  \"reused\": " << s.reused << ",\n  \"dropped\": " << s.dropped
-      << ",\n  \"unreadable\": " << s.unreadable << ",\n  \"failed\": " << s.failed
-      << ",\n  \"seconds\": " << s.seconds
-      << ",\n  \"fps\": " << (s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0)
-      << ",\n  \"interrupted\": " << (r.interrupted ? "true" : "false")
-      << ",\n  \"partial\": " << (r.partial ? "true" : "false")
-      << ",\n  \"benchmark\": " << (benchmark ? "true" : "false")
-      << ",\n  \"model_ms\": " << json_latency(s.model_ms)
-      << ",\n  \"end_to_end_ms\": " << json_latency(s.latency_ms) << ",\n  \"class_share\": [";
-  for (std::size_t c = 0; c < s.class_pixels.size(); ++c) {
-    out << (c ? ", " : "") << "{\"id\": " << c << ", \"name\": "
-        << json_string(c < meta.class_names.size() ? meta.class_names[c] : "")
-        << ", \"share\": " << (pixels ? double(s.class_pixels[c]) / double(pixels) : 0.0) << "}";
-  }
+  const auto text_or_null = [](const std::string& text) {
+    return text.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(text);
+  };
+  nlohmann::ordered_json shares = nlohmann::ordered_json::array();
+  for (std::size_t c = 0; c < s.class_pixels.size(); ++c)
+    shares.push_back({{"id", c},
+                      {"name", c < meta.class_names.size() ? meta.class_names[c] : ""},
+                      {"share", pixels ? double(s.class_pixels[c]) / double(pixels) : 0.0}});
   const long rss = peak_rss_kb();
-  out << "],\n  \"peak_rss_mb\": ";
-  if (rss >= 0) out << double(rss) / 1024.0;
-  else out << "null";
-  out << "\n}\n";
-  std::fputs(out.str().c_str(), stdout);
+  const nlohmann::ordered_json report = {
+      {"input", r.input},
+      {"model", r.model},
+      {"config_name", meta.config_name},
+      {"device", r.device},
+      {"threads", threads},
+      {"output", text_or_null(r.output)},
+      {"mask_dir", text_or_null(r.mask_dir)},
+      {"frames", s.delivered},
+      {"inferred", s.inferred},
+      {"reused", s.reused},
+      {"dropped", s.dropped},
+      {"unreadable", s.unreadable},
+      {"failed", s.failed},
+      {"seconds", s.seconds},
+      {"fps", s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0},
+      {"interrupted", r.interrupted},
+      {"partial", r.partial},
+      {"benchmark", benchmark},
+      {"model_ms", json_latency(s.model_ms)},
+      {"end_to_end_ms", json_latency(s.latency_ms)},
+      {"class_share", shares},
+      {"peak_rss_mb", rss >= 0 ? nlohmann::ordered_json(double(rss) / 1024.0) : nlohmann::ordered_json()},
+  };
+  // Invalid UTF-8 in a path (a file name is bytes) is replaced rather than failing the run.
+  const std::string text = report.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+  std::fputs(text.c_str(), stdout);
   std::fflush(stdout);
 }
 

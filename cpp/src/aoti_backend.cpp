@@ -3,10 +3,10 @@
 // for one CPU ISA (or GPU) and one torch version: both are checked here, from the package's
 // own records, before its shared library is loaded, so a mismatch is a clear error and never
 // an illegal instruction.
-#include "json.h"
 #include "model_backend.h"
 #include "torch_util.h"
 
+#include <nlohmann/json.hpp>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/version.h>
@@ -53,9 +53,12 @@ std::map<std::string, std::string> model_metadata(PyTorchStreamReader& reader,
       continue;
     found = true;
     const auto [data, size] = reader.getRecord(name);
-    const Json root = Json::parse(std::string_view(static_cast<const char*>(data.get()), size));
-    for (const auto& [key, value] : root.as_object())
-      if (value.is_string()) out[key] = value.as_string();
+    // AOTInductor's own file: unparsable or non-object content just means no tags.
+    const auto root = nlohmann::json::parse(static_cast<const char*>(data.get()),
+                                            static_cast<const char*>(data.get()) + size, nullptr, false);
+    if (!root.is_object()) continue;
+    for (const auto& [key, value] : root.items())
+      if (value.is_string()) out[key] = value.get<std::string>();
   }
   return out;
 }
@@ -84,19 +87,15 @@ struct PackageFacts {
 
 // metadata.json's "fixed_input" ({"H": 1080, "W": 1920} for a --frame-size package).
 void read_fixed_input(PackageFacts& facts, const std::string& source) {
-  Json meta;
-  try {
-    meta = Json::parse(facts.metadata_json);
-  } catch (const std::invalid_argument& e) {
-    throw Error(Error::Kind::kModel, source + ": its metadata is not valid JSON (" + e.what() + ")");
-  }
-  const Json* fixed = meta.find("fixed_input");
-  if (fixed == nullptr || !fixed->is_object()) return;
-  for (const auto& [key, value] : fixed->as_object()) {
-    if (!value.is_number()) continue;
-    if (key == "H") facts.fixed_height = static_cast<int>(value.as_number());
-    if (key == "W") facts.fixed_width = static_cast<int>(value.as_number());
-    if (key == "N") facts.fixed_batch = static_cast<int>(value.as_number());
+  const auto meta = nlohmann::json::parse(facts.metadata_json, nullptr, false);
+  if (meta.is_discarded())
+    throw Error(Error::Kind::kModel, source + ": its metadata is not valid JSON");
+  if (!meta.is_object() || !meta.contains("fixed_input") || !meta["fixed_input"].is_object()) return;
+  for (const auto& [key, value] : meta["fixed_input"].items()) {
+    if (!value.is_number_integer()) continue;
+    if (key == "H") facts.fixed_height = value.get<int>();
+    if (key == "W") facts.fixed_width = value.get<int>();
+    if (key == "N") facts.fixed_batch = value.get<int>();
   }
 }
 

@@ -1,12 +1,20 @@
 #include "metadata.h"
 
-#include "json.h"
+#include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <stdexcept>
 
 namespace emaseg::detail {
 namespace {
+
+using Json = nlohmann::json;
+
+// The member `key` of an object, or nullptr (also when `object` is not an object).
+const Json* member(const Json& object, const char* key) {
+  if (!object.is_object()) return nullptr;
+  const auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
 
 // Reads keys of one metadata object; every failure names the key and the model.
 class Reader {
@@ -19,7 +27,7 @@ class Reader {
   }
 
   const Json* get(const char* key, bool required) const {
-    const Json* value = root_.find(key);
+    const Json* value = member(root_, key);
     if (value == nullptr && required) fail(std::string("lacks the key \"") + key + "\"");
     return value;
   }
@@ -28,21 +36,20 @@ class Reader {
     const Json* value = get(key, required);
     if (value == nullptr) return {};
     if (!value->is_string()) fail(std::string("\"") + key + "\" is not a string");
-    return value->as_string();
+    return value->get<std::string>();
   }
 
   bool flag(const char* key) const {
     const Json* value = get(key, false);
     if (value == nullptr) return false;
-    if (!value->is_bool()) fail(std::string("\"") + key + "\" is not true or false");
-    return value->as_bool();
+    if (!value->is_boolean()) fail(std::string("\"") + key + "\" is not true or false");
+    return value->get<bool>();
   }
 
   int integer(const Json& value, const std::string& what) const {
-    if (!value.is_number() || value.as_number() != std::floor(value.as_number()) ||
-        std::abs(value.as_number()) > 1e9)
-      fail(what + " is not an integer");
-    return static_cast<int>(value.as_number());
+    const double number = value.is_number() ? value.get<double>() : 0.5;
+    if (number != std::floor(number) || std::abs(number) > 1e9) fail(what + " is not an integer");
+    return static_cast<int>(number);
   }
 
   int integer(const char* key, bool required) const {
@@ -53,12 +60,12 @@ class Reader {
   // A list of numbers of a given length (0 = any), or empty when the key is absent.
   std::vector<double> numbers(const Json* value, const std::string& what, std::size_t size) const {
     if (value == nullptr) return {};
-    if (!value->is_array() || (size != 0 && value->as_array().size() != size))
+    if (!value->is_array() || (size != 0 && value->size() != size))
       fail(what + " is not a list of " + (size ? std::to_string(size) + " " : "") + "numbers");
     std::vector<double> out;
-    for (const Json& item : value->as_array()) {
+    for (const Json& item : *value) {
       if (!item.is_number()) fail(what + " holds a non-number");
-      out.push_back(item.as_number());
+      out.push_back(item.get<double>());
     }
     return out;
   }
@@ -71,7 +78,7 @@ class Reader {
 };
 
 std::array<int, 2> pair_of(const Reader& reader, const Json* object, const char* key) {
-  const Json* value = object == nullptr ? nullptr : object->find(key);
+  const Json* value = object == nullptr ? nullptr : member(*object, key);
   const auto numbers = reader.numbers(value, std::string("slide.") + key, 2);
   if (numbers.empty()) return {0, 0};
   return {static_cast<int>(numbers[0]), static_cast<int>(numbers[1])};
@@ -83,7 +90,7 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   Json root;
   try {
     root = Json::parse(json);
-  } catch (const std::invalid_argument& e) {
+  } catch (const Json::parse_error& e) {
     throw Error(Error::Kind::kModel, "model " + source + ": metadata.json is not valid JSON (" +
                                          e.what() + "); re-export the model with python python/export.py");
   }
@@ -111,17 +118,17 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   if (meta.num_classes < 1) reader.fail("has num_classes < 1");
 
   const Json* names = reader.get("class_names", true);
-  if (!names->is_array() || names->as_array().size() != std::size_t(meta.num_classes))
+  if (!names->is_array() || names->size() != std::size_t(meta.num_classes))
     reader.fail("\"class_names\" is not a list of num_classes names");
-  for (const Json& name : names->as_array()) {
+  for (const Json& name : *names) {
     if (!name.is_string()) reader.fail("\"class_names\" holds a non-string");
-    meta.class_names.push_back(name.as_string());
+    meta.class_names.push_back(name.get<std::string>());
   }
 
   const Json* palette = reader.get("palette", true);
-  if (!palette->is_array() || palette->as_array().size() != std::size_t(meta.num_classes))
+  if (!palette->is_array() || palette->size() != std::size_t(meta.num_classes))
     reader.fail("\"palette\" is not a list of num_classes [R, G, B] colours");
-  for (const Json& colour : palette->as_array()) {
+  for (const Json& colour : *palette) {
     const auto rgb = reader.numbers(&colour, "a \"palette\" colour", 3);
     std::array<std::uint8_t, 3> entry{};
     for (int c = 0; c < 3; ++c) {
@@ -144,7 +151,7 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
     const Reader sub(*resize, source);
     meta.resize_type = sub.text("type", true);
     for (const char* key : {"scale", "size", "short_side"}) {
-      const Json* value = resize->find(key);
+      const Json* value = member(*resize, key);
       if (value == nullptr) continue;
       if (value->is_number()) {
         meta.resize.push_back(sub.integer(*value, std::string("resize.") + key));
@@ -167,8 +174,8 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   meta.emaseg_version = reader.text("emaseg_version");
   if (const Json* fixed = reader.get("fixed_input", false); fixed != nullptr && fixed->is_object()) {
     const Reader sub(*fixed, source);
-    const Json* h = fixed->find("H");
-    const Json* w = fixed->find("W");
+    const Json* h = member(*fixed, "H");
+    const Json* w = member(*fixed, "W");
     if (h != nullptr && w != nullptr)
       meta.fixed_frame_size = cv::Size(sub.integer(*w, "fixed_input.W"), sub.integer(*h, "fixed_input.H"));
   }

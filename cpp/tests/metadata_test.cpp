@@ -78,8 +78,23 @@ TEST(informative_keys_are_optional) {
   CHECK_EQ(n.resize[0], 512);
 }
 
+TEST(reads_the_fixed_frame_size_of_a_package) {
+  CHECK(parse_metadata(valid(), "'x.pt'").fixed_frame_size.empty());  // a .pt takes any size
+  const emaseg::Metadata m = parse_metadata(
+      valid("format", R"("format": "emaseg.aoti", "fixed_input": {"N": 1, "H": 1080, "W": 1920})"), "'x.pt2'");
+  CHECK_EQ(m.fixed_frame_size.width, 1920);
+  CHECK_EQ(m.fixed_frame_size.height, 1080);
+  CHECK(parse_metadata(valid("format", R"("format": "emaseg.aoti", "fixed_input": {})"), "'x.pt2'")
+            .fixed_frame_size.empty());
+  CHECK_THROWS_IF(parse_metadata(valid("format", R"("format": "emaseg.aoti", "fixed_input": {"H": 1.5, "W": 2})"),
+                                 "'x.pt2'"),
+                  Error, model_error("fixed_input.H is not an integer"));
+}
+
 TEST(refuses_foreign_or_broken_metadata) {
   CHECK_THROWS_IF(parse_metadata("not json", "'x.pt'"), Error, model_error("not valid JSON"));
+  CHECK_THROWS_IF(parse_metadata(valid() + "}", "'x.pt'"), Error, model_error("not valid JSON"));
+  CHECK_THROWS_IF(parse_metadata("{\"a\": 1,}", "'x.pt'"), Error, model_error("not valid JSON"));
   CHECK_THROWS_IF(parse_metadata("[1]", "'x.pt'"), Error, model_error("not a JSON object"));
   CHECK_THROWS_IF(parse_metadata(valid("format", R"("format": "other")"), "'x.pt'"), Error,
                   model_error("expected \"emaseg.torchscript\""));
