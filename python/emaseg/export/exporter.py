@@ -5,9 +5,10 @@ module on several frames; only if labels are identical and scores agree is it re
 """
 import io
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -253,35 +254,30 @@ def _export_package(module: SegmentationModule, meta: dict[str, Any], output: Pa
         raise ExportError(f"--frame-size {frame_size[0]}x{frame_size[1]} is smaller than {MIN_SIZE}x{MIN_SIZE}")
     meta = {**meta, "format": aoti.FORMAT}
     example = aoti.package_input(frame_size).to(device)
-    try:
-        with atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-            fixed = aoti.compile_package(module, meta, tmp, example=example, dynamic=frame_size is None)
-            meta["fixed_input"] = fixed
-            if "H" in fixed or "W" in fixed:  # the gate can only feed what the package takes
-                h, w = fixed.get("H", example.shape[1]), fixed.get("W", example.shape[2])
-                sizes = [(fixed.get("N", 1), h, w)]
-                frames = frames and [f for f in frames if tuple(f.shape[1:3]) == (h, w)] or parity_frames(sizes)
-            labels, _ = aoti.load_package(tmp, device, "model")
-            probabilities, _ = aoti.load_package(tmp, device, "probabilities")
-            low = dtype != "float32"
-            tolerance = LOW_PRECISION_PROBABILITY if low else PACKAGE_TOLERANCE[dtype]
-            rows = check_package_parity(reference, labels, probabilities, frames or parity_frames(PACKAGE_PARITY_SIZES),
-                                        tolerance, device, min_agreement=LOW_PRECISION_AGREEMENT if low else None)
-            if not all(r["ok"] for r in rows):
-                if low:
-                    report = "; ".join(f"{r['shape']}: {r['agreement']:.2%} of labels equal to float32's, max "
-                                       f"probability diff {r['max_abs_score_diff']:.2e}" for r in rows)
-                    raise ExportError(f"parity gate failed (at least {LOW_PRECISION_AGREEMENT:.0%} of labels equal "
-                                      f"and probabilities within {tolerance:g}): {report}")
-                report = "; ".join(f"{r['shape']}: max probability diff {r['max_abs_score_diff']:.2e}, "
-                                   f"{r['labels_differ']} labels differ ({r['near_ties']} at near-ties)"
-                                   for r in rows)
-                raise ExportError(f"parity gate failed (tolerance {tolerance:g}): {report}")
-            timing = _time_per_frame(labels, device, sizes=fixed)
-    except WriteError as e:
-        raise ExportError(str(e)) from e
-    except aoti.PackageError as e:
-        raise ExportError(str(e)) from e
+    with _export_errors(), atomic_path(output, suffix=aoti.SUFFIX) as tmp:
+        fixed = aoti.compile_package(module, meta, tmp, example=example, dynamic=frame_size is None)
+        meta["fixed_input"] = fixed
+        if "H" in fixed or "W" in fixed:  # the gate can only feed what the package takes
+            h, w = fixed.get("H", example.shape[1]), fixed.get("W", example.shape[2])
+            sizes = [(fixed.get("N", 1), h, w)]
+            frames = frames and [f for f in frames if tuple(f.shape[1:3]) == (h, w)] or parity_frames(sizes)
+        labels, _ = aoti.load_package(tmp, device, "model")
+        probabilities, _ = aoti.load_package(tmp, device, "probabilities")
+        low = dtype != "float32"
+        tolerance = LOW_PRECISION_PROBABILITY if low else PACKAGE_TOLERANCE[dtype]
+        rows = check_package_parity(reference, labels, probabilities, frames or parity_frames(PACKAGE_PARITY_SIZES),
+                                    tolerance, device, min_agreement=LOW_PRECISION_AGREEMENT if low else None)
+        if not all(r["ok"] for r in rows):
+            if low:
+                report = "; ".join(f"{r['shape']}: {r['agreement']:.2%} of labels equal to float32's, max "
+                                   f"probability diff {r['max_abs_score_diff']:.2e}" for r in rows)
+                raise ExportError(f"parity gate failed (at least {LOW_PRECISION_AGREEMENT:.0%} of labels equal "
+                                  f"and probabilities within {tolerance:g}): {report}")
+            report = "; ".join(f"{r['shape']}: max probability diff {r['max_abs_score_diff']:.2e}, "
+                               f"{r['labels_differ']} labels differ ({r['near_ties']} at near-ties)"
+                               for r in rows)
+            raise ExportError(f"parity gate failed (tolerance {tolerance:g}): {report}")
+        timing = _time_per_frame(labels, device, sizes=fixed)
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
 
 
@@ -354,31 +350,35 @@ def _export_int8(checkpoint: str | Path, output: Path, *, mode: Optional[str], r
             "calibration": {"frames": len(calib), "held_out": len(held_out), "folder": Path(calibration).name}}
     example = aoti.package_input(frame_size)
     dynamic = frame_size is None
-    try:
-        with atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-            try:
-                quantized = int8.quantize_network(reference, calib, dynamic)
-            except int8.CalibrationError as e:
-                raise ExportError(str(e)) from e
-            fixed = aoti.compile_package(quantized, meta, tmp, example=example, dynamic=dynamic)
-            meta["fixed_input"] = fixed
-            labels, _ = aoti.load_package(tmp, device, "model")
-            compiled_probs, _ = aoti.load_package(tmp, device, "probabilities")
-            frames = [torch.from_numpy(f)[None] for f in held_out]
-            rows = check_package_parity(reference, labels, compiled_probs, frames, 1.0, device, min_agreement=0.0)
-            mean = sum(r["agreement"] for r in rows) / len(rows)
-            worst = min(r["agreement"] for r in rows)
-            if mean < INT8_MEAN_AGREEMENT or worst < INT8_MIN_AGREEMENT:
-                raise ExportError(f"int8 accuracy gate failed: on {len(rows)} held-out calibration images "
-                                  f"{mean:.2%} of labels equal to float32's on average (at least "
-                                  f"{INT8_MEAN_AGREEMENT:.0%} needed), {worst:.2%} on the worst (at least "
-                                  f"{INT8_MIN_AGREEMENT:.0%}); calibrate on more, or more typical, frames")
-            timing = _time_per_frame(labels, device, sizes=fixed)
-    except WriteError as e:
-        raise ExportError(str(e)) from e
-    except aoti.PackageError as e:
-        raise ExportError(str(e)) from e
+    with _export_errors(), atomic_path(output, suffix=aoti.SUFFIX) as tmp:
+        try:
+            quantized = int8.quantize_network(reference, calib, dynamic)
+        except int8.CalibrationError as e:
+            raise ExportError(str(e)) from e
+        fixed = aoti.compile_package(quantized, meta, tmp, example=example, dynamic=dynamic)
+        meta["fixed_input"] = fixed
+        labels, _ = aoti.load_package(tmp, device, "model")
+        compiled_probs, _ = aoti.load_package(tmp, device, "probabilities")
+        frames = [torch.from_numpy(f)[None] for f in held_out]
+        rows = check_package_parity(reference, labels, compiled_probs, frames, 1.0, device, min_agreement=0.0)
+        mean = sum(r["agreement"] for r in rows) / len(rows)
+        worst = min(r["agreement"] for r in rows)
+        if mean < INT8_MEAN_AGREEMENT or worst < INT8_MIN_AGREEMENT:
+            raise ExportError(f"int8 accuracy gate failed: on {len(rows)} held-out calibration images "
+                              f"{mean:.2%} of labels equal to float32's on average (at least "
+                              f"{INT8_MEAN_AGREEMENT:.0%} needed), {worst:.2%} on the worst (at least "
+                              f"{INT8_MIN_AGREEMENT:.0%}); calibrate on more, or more typical, frames")
+        timing = _time_per_frame(labels, device, sizes=fixed)
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
+
+
+@contextmanager
+def _export_errors() -> Iterator[None]:
+    """A full disk (WriteError) or an unusable package (PackageError) as the one-line ExportError."""
+    try:
+        yield
+    except (WriteError, aoti.PackageError) as e:
+        raise ExportError(str(e)) from e
 
 
 def _time_per_frame(module: Any, device: str, runs: int = 3, sizes: Optional[dict[str, int]] = None) -> float:
