@@ -28,34 +28,11 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
     from emaseg.atomic import WriteError, write_atomic
-
-# Official label id -> train id (cityscapesScripts helpers/labels.py); ids not listed -> 255.
-ID_TO_TRAIN_ID = {
-    7: 0,    # road
-    8: 1,    # sidewalk
-    11: 2,   # building
-    12: 3,   # wall
-    13: 4,   # fence
-    17: 5,   # pole
-    19: 6,   # traffic light
-    20: 7,   # traffic sign
-    21: 8,   # vegetation
-    22: 9,   # terrain
-    23: 10,  # sky
-    24: 11,  # person
-    25: 12,  # rider
-    26: 13,  # car
-    27: 14,  # truck
-    28: 15,  # bus
-    31: 16,  # train
-    32: 17,  # motorcycle
-    33: 18,  # bicycle
-}
-
+from emaseg.classes import CITYSCAPES_ID_TO_TRAIN_ID  # noqa: E402
 
 def lookup_table() -> np.ndarray:
     table = np.full(256, 255, np.uint8)
-    for label_id, train_id in ID_TO_TRAIN_ID.items():
+    for label_id, train_id in CITYSCAPES_ID_TO_TRAIN_ID.items():
         table[label_id] = train_id
     return table
 

@@ -79,7 +79,7 @@ def write_voc(root: Path, *, size: tuple[int, int] = (40, 48), seed: int = 0) ->
     """VOC2012 + SBD: palette PNGs in SegmentationClass, grey PNGs in SegmentationClassAug,
     train/val/trainaug lists. Returns the masks by name (raw values)."""
     rng = np.random.default_rng(seed)
-    from emaseg.data.class_lists import voc_palette
+    from emaseg.classes import voc_palette
 
     flat_palette = [v for c in voc_palette(256) for v in c]
     masks = {}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emaseg.config import get_config
-from emaseg.data.class_lists import voc_palette
+from emaseg.classes import voc_palette
 from emaseg.data.datasets import DatasetError, build_dataset
 import fake_data
 
@@ -249,3 +249,12 @@ def test_infinite_sampler_shards_epochs_and_resumes():
     assert merged == take(12)  # same stream as one process with the global batch
     # Resuming at iteration 3 continues the stream exactly.
     assert take(6, start_iter=3) == single[6:12]
+
+
+def test_cityscapes_id_to_train_id_covers_each_class_once():
+    from emaseg.classes import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAIN_ID
+
+    assert sorted(CITYSCAPES_ID_TO_TRAIN_ID.values()) == list(range(len(CITYSCAPES_CLASSES)))
+    assert CITYSCAPES_ID_TO_TRAIN_ID[7] == CITYSCAPES_CLASSES.index("road")
+    assert CITYSCAPES_ID_TO_TRAIN_ID[26] == CITYSCAPES_CLASSES.index("car")
+    assert CITYSCAPES_ID_TO_TRAIN_ID[33] == CITYSCAPES_CLASSES.index("bicycle")

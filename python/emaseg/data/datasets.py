@@ -32,7 +32,7 @@ import torch.utils.data
 from PIL import Image
 
 from ..classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, generic_palette
-from .class_lists import (ADE20K_CLASSES, COCO_STUFF_CLASSES, PASCAL_CONTEXT_59_CLASSES, VOC_CLASSES,
+from ..classes import (ADE20K_CLASSES, COCO_STUFF_CLASSES, PASCAL_CONTEXT_59_CLASSES, VOC_CLASSES,
                           voc_palette)
 from .transforms import TrainTransform
 

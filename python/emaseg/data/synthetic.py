@@ -41,11 +41,14 @@ import cv2
 import numpy as np
 
 from ..atomic import atomic_path, write_atomic
+from ..classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
-# Cityscapes trainIds.
+# Cityscapes train ids, by name from the class table.
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, TRAFFIC_LIGHT, TRAFFIC_SIGN, VEGETATION, TERRAIN, SKY,
- PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(19)
-NUM_CLASSES = 19
+ PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = (CITYSCAPES_CLASSES.index(name) for name in (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"))
+NUM_CLASSES = len(CITYSCAPES_CLASSES)
 IGNORE = 255
 HOOD_MAX_FRAC = 0.12       # ignore (ego hood) pixels only ever lie in this bottom fraction of rows
 MIN_SIZE, MAX_SIZE = 64, 4096
@@ -1869,7 +1872,6 @@ def _probe_video(path: Path) -> tuple[int, int, int]:
 
 def colorize(lab: np.ndarray) -> np.ndarray:
     """BGR visualisation of a trainId map (ignore -> black)."""
-    from emaseg.classes import CITYSCAPES_PALETTE
     lut = np.zeros((256, 3), np.uint8)
     lut[:NUM_CLASSES] = np.array(CITYSCAPES_PALETTE, np.uint8)[:, ::-1]
     return lut[lab]
