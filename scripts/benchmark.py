@@ -60,11 +60,12 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "scripts"))  # bench/, also when imported from elsewhere
 
 import numpy as np  # noqa: E402
 
-from emaseg.bench import report  # noqa: E402
-from emaseg.bench.timing import thread_env  # noqa: E402
+from bench import report  # noqa: E402  (scripts/bench/, beside this script)
+from bench.timing import thread_env  # noqa: E402
 
 R50 = "emanet_r50-d8_512x1024_80k_cityscapes"
 DEMO = "emanet_r18w16-d8_256x512_synthetic"
@@ -140,10 +141,10 @@ def child_env(threads: int) -> dict[str, str]:
 
 
 def run_worker(args: list[str], threads: int, result: Path, timeout: float) -> dict[str, Any]:
-    """`python -m emaseg.bench.worker ARGS` in a fresh process; its result JSON."""
-    cmd = [sys.executable, "-m", "emaseg.bench.worker", *args, "--threads", str(threads), "--result", str(result)]
+    """`python -m bench.worker ARGS` in a fresh process; its result JSON."""
+    cmd = [sys.executable, "-m", "bench.worker", *args, "--threads", str(threads), "--result", str(result)]
     env = child_env(threads)
-    env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "scripts"), str(ROOT / "python"), env.get("PYTHONPATH", "")])
     env.setdefault("PYTHONWARNINGS", "ignore")
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -365,7 +366,7 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
                  machine: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from emaseg.bench.flops import model_flops
+    from bench.flops import model_flops
     from emaseg.onnx import agreement, export_checked
     from emaseg.checkpoint import load_model
     from emaseg.export import SegmentationModule
@@ -401,7 +402,7 @@ def bench_config(config: str, size: tuple[int, int], args: argparse.Namespace, w
             want.add(variant)
     files = export_files(checkpoint, work, tag, want, resize, (h, w), trained=weights.startswith("trained"))
     if "network" in backends:
-        from emaseg.bench.worker import network_package
+        from bench.worker import network_package
 
         path = work / f"{tag}.network.pt2"
         try:

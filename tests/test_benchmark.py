@@ -18,6 +18,8 @@ import torch
 
 from conftest import ROOT
 
+sys.path.insert(0, str(ROOT / "scripts"))  # bench/, the benchmark's own package
+
 CONFIG = "emanet_r18w8-d8_128x256_synthetic"
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 
@@ -107,7 +109,7 @@ def test_outputs_written(run):
 
 
 def test_flops_formulas_match_counter():
-    from emaseg.bench.flops import analytic_flops, build_block, count_flops
+    from bench.flops import analytic_flops, build_block, count_flops
 
     for block in ("ema", "ema_unit", "non_local"):
         x = torch.randn(1, 16, 5, 7)
@@ -116,8 +118,8 @@ def test_flops_formulas_match_counter():
 
 
 def test_stats_and_ratios():
-    from emaseg.bench.report import add_ratios
-    from emaseg.bench.timing import percentile, summarize
+    from bench.report import add_ratios
+    from bench.timing import percentile, summarize
 
     assert percentile([1, 2, 3, 4], 50) == pytest.approx(np.percentile([1, 2, 3, 4], 50))
     assert percentile([5, 1, 9, 3, 7], 95) == pytest.approx(np.percentile([5, 1, 9, 3, 7], 95))

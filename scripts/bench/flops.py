@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import EMAModule
+from emaseg.models import EMAModule
 
 
 def count_flops(fn, *args) -> tuple[int, dict[str, int]]:
@@ -33,9 +33,9 @@ def count_flops(fn, *args) -> tuple[int, dict[str, int]]:
 def model_flops(config_name: str, height: int, width: int) -> dict[str, Any]:
     """FLOPs of one frame through the exported module of `config_name` (network at the frame's
     size: resize "none"), counted on the meta device."""
-    from ..config import get_config
-    from ..export import ResizePolicy, SegmentationModule
-    from ..models import build_model
+    from emaseg.config import get_config
+    from emaseg.export import ResizePolicy, SegmentationModule
+    from emaseg.models import build_model
 
     cfg = get_config(config_name)
     with torch.device("meta"):

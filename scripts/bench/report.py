@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..atomic import atomic_path
+from emaseg.atomic import atomic_path
 
 # Display order and labels of the backend rows.
 ROW_LABELS = {

@@ -1,6 +1,6 @@
 """One backend timed in a process of its own (so peak RSS and thread pools are its own).
 
-    python -m emaseg.bench.worker --backend NAME --model FILE --frames FRAMES.npy --threads N
+    python -m bench.worker --backend NAME --model FILE --frames FRAMES.npy --threads N
         --warmup W --iters K [--max-seconds S] --result OUT.json [--labels OUT.npy]
 
 Backends (all take uint8 BGR H x W x 3 frames and return H x W labels):
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..atomic import atomic_open, write_atomic
+from emaseg.atomic import atomic_open, write_atomic
 from .timing import current_rss_mb, peak_rss_mb, summarize, time_calls
 
 BACKENDS = ("eager", "eager_cl", "torchscript", "torchscript_ofi", "cpp", "onnxruntime", "network", "block",
@@ -47,7 +47,7 @@ def network_package(checkpoint: str, height: int, width: int, path: str) -> str:
     import torch
     from torch._inductor import aoti_compile_and_package
 
-    from ..checkpoint import load_model
+    from emaseg.checkpoint import load_model
 
     class Network(torch.nn.Module):
         def __init__(self, net: torch.nn.Module) -> None:
@@ -91,8 +91,8 @@ def build_segment_fn(backend: str, model: str, threads: int, device: str = "cpu"
     if backend in ("eager", "eager_cl"):
         import torch
 
-        from ..checkpoint import load_model
-        from ..export import ResizePolicy, SegmentationModule
+        from emaseg.checkpoint import load_model
+        from emaseg.export import ResizePolicy, SegmentationModule
 
         _set_torch_threads(threads)
         net = load_model(model)
@@ -118,7 +118,7 @@ def build_segment_fn(backend: str, model: str, threads: int, device: str = "cpu"
         info["torch_threads"] = torch.get_num_threads()
         return _torch_fn(module, device), info
     if backend == "cpp":
-        from ..runtime import Segmenter  # ImportError: the bindings are not built
+        from emaseg.runtime import Segmenter  # ImportError: the bindings are not built
 
         seg = Segmenter(model, device=device, threads=threads, half=half)
         info["runtime_threads"] = seg.threads
@@ -137,7 +137,7 @@ def build_segment_fn(backend: str, model: str, threads: int, device: str = "cpu"
         info["torch_threads"] = torch.get_num_threads()
         return network, info
     if backend == "onnxruntime":
-        from ..onnx import OrtSegmenter, ort_version
+        from emaseg.onnx import OrtSegmenter, ort_version
 
         runner = OrtSegmenter(model, threads)
         info["onnxruntime_version"] = ort_version()
