@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from emaseg import cli  # noqa: E402
 from emaseg.export import ExportedFileError, ExportError, ResizePolicy, export_model, read_metadata  # noqa: E402
 
 
@@ -59,10 +60,9 @@ class UsageError(Exception):
 
 def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UsageError(f"{flag} expects HxW like 512x1024, got {text!r}") from None
-    return h, w
+        return cli.parse_size(text, flag)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def main(args: argparse.Namespace) -> int:

@@ -96,10 +96,12 @@ def log(msg: str) -> None:
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    from emaseg import cli
+
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"benchmark: error: --size expects HxW like 512x1024, got {text!r}") from None
+        h, w = cli.parse_size(text)
+    except ValueError as e:
+        raise SystemExit(f"benchmark: error: {e}") from None
     if h < 64 or w < 64:
         raise SystemExit("benchmark: error: --size must be at least 64x64 (the scene generator's minimum)")
     return h, w

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
     from emaseg.data import synthetic
 
+from emaseg import cli
 from emaseg.atomic import WriteError
 from emaseg.classes import CITYSCAPES_CLASSES
 
@@ -58,10 +58,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        raise UsageError(f"--size must look like HEIGHTxWIDTH, e.g. 512x1024 (got {text!r})")
-    h, w = int(m.group(1)), int(m.group(2))
+    try:
+        h, w = cli.parse_size(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     lo, hi = synthetic.MIN_SIZE, synthetic.MAX_SIZE
     if not (lo <= h <= hi and lo <= w <= hi):
         raise UsageError(f"--size {h}x{w}: height and width must be in [{lo}, {hi}] pixels")

@@ -467,3 +467,13 @@ def test_prepare_cityscapes_full_disk(full_disk):
     assert len(errors) == 3 and all("cannot write" in e and "_gtFine_labelTrainIds.png" in e and NO_SPACE in e
                                     for e in errors), result.stderr
     assert not list(root.rglob("*_labelTrainIds.png")) and not leftovers(root)
+
+
+def test_sizes_are_read_the_same_by_every_tool():
+    """export.py, make_synthetic.py and benchmark.py read HxW with one helper (emaseg.cli)."""
+    from emaseg.cli import parse_size
+
+    assert parse_size("512x1024") == (512, 1024) and parse_size(" 64 X 128 ") == (64, 128)
+    for bad in ("512", "512x", "x1024", "-1x5", "1.5x2", "axb"):
+        with pytest.raises(ValueError, match="--frame-size expects HEIGHTxWIDTH"):
+            parse_size(bad, "--frame-size")
