@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 import emaseg
 from emaseg.atomic import same_file, write_atomic
-from emaseg.checkpoint import CheckpointError, load_checkpoint, read_torch_file, save_checkpoint
-from emaseg.config import Config, get_config
+from emaseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from emaseg.config import Config, config_differences, get_config
 from emaseg.data.datasets import DatasetError, build_dataset
 from emaseg.data.loader import error_message, eval_loader, train_batches
 from emaseg.evaluation import evaluate, model_predictor
@@ -38,6 +38,7 @@ from emaseg.inference import preprocess
 from emaseg.losses import segmentation_loss
 from emaseg.training import distributed as dist_utils
 from emaseg.training.logging import JsonlLog, plot_curves
+from emaseg.training.pretrained import PretrainedError, load_pretrained
 from emaseg.training.schedule import poly_lr, set_lr
 from emaseg.training.state import gather_rng, restore_rng_for_rank, train_state
 
@@ -92,70 +93,6 @@ def build_config(name: str, overrides: list[str], *, iters: int | None, batch_si
     if cfg.schedule.iters <= 0 or cfg.schedule.batch_size <= 0:
         raise ValueError("iters and batch size must be positive")
     return cfg
-
-
-# ----------------------------------------------------------------------------- weights
-
-def _group(keys: list[str], limit: int = 6) -> str:
-    """'decode_head.conv_seg (2), auxiliary_head (6)': key counts per module, for short reports."""
-    counts: dict[str, int] = {}
-    for k in keys:
-        parts = k.split(".")
-        prefix = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
-        counts[prefix] = counts.get(prefix, 0) + 1
-    items = [f"{p} ({n})" for p, n in counts.items()]
-    return ", ".join(items[:limit]) + (f", ... {len(items) - limit} more" if len(items) > limit else "")
-
-
-def load_pretrained(model: nn.Module, path: str) -> list[str]:
-    """Loads what fits from `path` into `model`; returns a report (one line per finding).
-
-    Accepts our checkpoints, mmcv/mmseg files (a "state_dict" entry), DDP "module." prefixes,
-    and backbone-only weights with or without the "backbone." prefix (ImageNet ResNetV1c).
-    Tensors whose shape differs (another number of classes) are skipped and reported.
-    """
-    obj = read_torch_file(path)
-    state = obj
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                state = obj[key]
-                break
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise TrainingError(f"{path}: no state dict of tensors found")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    own = model.state_dict()
-    if not any(k in own for k in state) and any(f"backbone.{k}" in own for k in state):
-        state = {f"backbone.{k}": v for k, v in state.items()}  # bare ResNet keys
-    fits = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    if not fits:
-        raise TrainingError(f"{path}: none of its {len(state)} tensors fits the model (its keys look like "
-                            f"{next(iter(state))!r}); expected an EMANet checkpoint or ResNetV1c backbone weights")
-    model.load_state_dict(fits, strict=False)
-    report = [f"loaded {len(fits)} of {len(own)} model tensors from {path}"]
-    missing = [k for k in own if k not in fits]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing:
-        report.append(f"  not in the file, keep their initialisation: {len(missing)}: {_group(missing)}")
-    if unexpected:
-        report.append(f"  in the file but not in the model, ignored: {len(unexpected)}: {_group(unexpected)}")
-    for k in reshaped[:5]:
-        report.append(f"  shape differs, skipped: {k} file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
-    if len(reshaped) > 5:
-        report.append(f"  ... {len(reshaped) - 5} more with a different shape")
-    return report
-
-
-def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    diffs = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _config_differences(a, b, f"{prefix}{k}.")
-        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
-            diffs.append(f"{prefix}{k}: {a} -> {b}")
-    return diffs
 
 
 # ----------------------------------------------------------------------------- training
@@ -292,7 +229,7 @@ def main(args: argparse.Namespace) -> nn.Module:
         if "train_state" not in resume:
             raise TrainingError(f"{resume_path} has no training state (a model file such as best.pth?); "
                                 f"use --load-from to start from its weights")
-        diffs = _config_differences(resume["config"], cfg.to_dict())
+        diffs = config_differences(resume["config"], cfg.to_dict())
         if diffs:
             say(f"warning: the config differs from the one {resume_path} was trained with: {'; '.join(diffs)}")
         state = resume["train_state"]
@@ -323,7 +260,11 @@ def main(args: argparse.Namespace) -> nn.Module:
 
     model = emaseg.build_model(cfg)
     if args.load_from and resume is None:
-        for line in load_pretrained(model, args.load_from):
+        try:
+            report = load_pretrained(model, args.load_from)
+        except PretrainedError as e:
+            raise TrainingError(str(e)) from e
+        for line in report:
             say(line)
     elif args.load_from:
         say("--load-from ignored: resuming restores the weights")

@@ -15,6 +15,7 @@ import emaseg
 import fake_data
 from emaseg.checkpoint import load_checkpoint
 from emaseg.data.datasets import DatasetError
+from emaseg.training.pretrained import PretrainedError, load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
@@ -151,7 +152,7 @@ def test_load_from_backbone_only_and_wrappers(tmp_path):
         path = tmp_path / f"{name}.pth"
         torch.save(obj, path)
         model = emaseg.build_model(cfg)
-        report = train.load_pretrained(model, str(path))
+        report = load_pretrained(model, str(path))
         n_backbone = len(donor.backbone.state_dict())
         assert report[0] == f"loaded {n_backbone} of {len(model.state_dict())} model tensors from {path}"
         assert any("keep their initialisation" in line and "decode_head" in line for line in report)
@@ -165,7 +166,7 @@ def test_load_from_other_num_classes_skips_classifier(tmp_path):
     path = tmp_path / "voc.pth"
     emaseg.save_checkpoint(path, source, cfg.override(["model.num_classes=21"]))
     model = emaseg.build_model(cfg)
-    report = train.load_pretrained(model, str(path))
+    report = load_pretrained(model, str(path))
     assert any("shape differs, skipped: decode_head.conv_seg.weight file (21, 32, 1, 1) vs model (19, 32, 1, 1)"
                in line for line in report), report
     assert torch.equal(model.backbone.stem[0].weight, source.backbone.stem[0].weight)
@@ -174,8 +175,8 @@ def test_load_from_other_num_classes_skips_classifier(tmp_path):
 def test_load_from_unrelated_file_fails(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"encoder.weight": torch.zeros(3)}, path)
-    with pytest.raises(train.TrainingError, match="none of its 1 tensors fits the model"):
-        train.load_pretrained(emaseg.build_model(emaseg.get_config(CONFIG)), str(path))
+    with pytest.raises(PretrainedError, match="none of its 1 tensors fits the model"):
+        load_pretrained(emaseg.build_model(emaseg.get_config(CONFIG)), str(path))
 
 
 def test_clear_errors(data_root, tmp_path):

@@ -9,7 +9,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -70,6 +70,21 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, cfg: Config, *,
     if extra:
         obj.update(extra)
     atomic_save(obj, path)
+
+
+def unwrap_state_dict(obj: Any, keys: tuple[str, ...] = ("state_dict",)) -> Optional[dict[str, torch.Tensor]]:
+    """The weights in a loaded checkpoint: a bare state dict or the one under the first of `keys`
+    ("state_dict": mmcv/mmseg files), without DistributedDataParallel's "module." prefix; None
+    when there is no non-empty dict of tensors."""
+    state = obj
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+                break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return None
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def read_torch_file(path: str | os.PathLike) -> Any:

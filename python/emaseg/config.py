@@ -222,3 +222,15 @@ def get_config(name: str) -> Config:
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; known: {', '.join(sorted(CONFIGS))}")
     return copy.deepcopy(CONFIGS[name])
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """"schedule.lr: 0.01 -> 0.02" for each leaf that differs between two config dicts."""
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_differences(a, b, f"{prefix}{k}.")
+        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            diffs.append(f"{prefix}{k}: {a} -> {b}")
+    return diffs

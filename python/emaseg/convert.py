@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .atomic import WriteError, check_output
-from .checkpoint import CheckpointError, file_sha256, read_torch_file, save_checkpoint
+from .checkpoint import CheckpointError, file_sha256, read_torch_file, save_checkpoint, unwrap_state_dict
 from .classes import classes_and_palette
 from .config import Config, get_config
 from .models import build_model
@@ -29,11 +29,10 @@ class ConversionError(RuntimeError):
 
 def extract_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """The weights of an mmseg checkpoint (`{'meta', 'state_dict'}`) or of a bare state dict."""
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    sd = unwrap_state_dict(obj)
+    if sd is None:
         raise ConversionError(f"{source}: not a checkpoint: no state_dict of tensors inside")
-    # Checkpoints saved from a DistributedDataParallel wrapper carry a `module.` prefix.
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    return sd
 
 
 def _shape(sd: dict[str, torch.Tensor], key: str, dim: int) -> int:
