@@ -35,8 +35,8 @@ def run(tmp_path_factory):
            "--threads", "1", "--out", str(out), "--iters", "3",
            # The rows this test checks; the bfloat16 and int8 packages have their own tests
            # (test_aoti, test_int8_onnx), and each compile costs CI time.
-           "--backends", "eager,torchscript,torchscript_frozen,torchscript_ofi,cpp,cpp_bf16,cpp_pt2,network,"
-                         "onnxruntime,cpp_cli"]
+           "--backends", "eager,torchscript,torchscript_frozen,torchscript_ofi,cpp,cpp_bf16,cpp_pt2,onnxruntime,"
+                         "cpp_cli"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout), out, proc
@@ -72,8 +72,7 @@ def test_json_keys_and_ratios(run):
         assert 0.5 < rows["cpp_bf16"]["label_agreement"] <= 1.0
         # The default path is the .pt2 compiled for the frame size, with eager's labels.
         assert cfg["cpp_row"] == "cpp_pt2" and rows["cpp_pt2"]["label_agreement"] == 1.0
-        assert _positive(cfg["network_ms"])
-        assert cfg["share_outside_network"] < 1.0
+        assert cfg["network_ms"] is None and cfg["share_outside_network"] is None  # no network row asked for
     else:
         assert rows["cpp"]["error"] and cfg["cpp_vs_onnxruntime"] is None
     if rows["cpp_cli"]["ok"]:

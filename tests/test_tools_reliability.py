@@ -475,5 +475,5 @@ def test_sizes_are_read_the_same_by_every_tool():
 
     assert parse_size("512x1024") == (512, 1024) and parse_size(" 64 X 128 ") == (64, 128)
     for bad in ("512", "512x", "x1024", "-1x5", "1.5x2", "axb"):
-        with pytest.raises(ValueError, match="--frame-size expects HEIGHTxWIDTH"):
+        with pytest.raises(ValueError, match="--frame-size expects HxW"):
             parse_size(bad, "--frame-size")

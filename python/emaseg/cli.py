@@ -9,5 +9,5 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     message naming `flag`, for anything else; each script adds its own bounds."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m:
-        raise ValueError(f"{flag} expects HEIGHTxWIDTH like 512x1024, got {text!r}")
+        raise ValueError(f"{flag} expects HxW (height x width) like 512x1024, got {text!r}")
     return int(m.group(1)), int(m.group(2))
