@@ -73,14 +73,13 @@ def quantize_network(module: nn.Module, frames: Sequence[np.ndarray], dynamic: b
     auto = torch.export.Dim.AUTO
     shapes = {"x": {2: auto, 3: auto}} if dynamic else None
     quantized = copy.deepcopy(module)
-    quantized.seg.net = quantize(module.seg.net, example, inputs, shapes, normalised=True)
+    quantized.seg.net = quantize(module.seg.net, example, inputs, shapes)
     return quantized
 
 
-def quantize(module: nn.Module, example: torch.Tensor, frames: Sequence[np.ndarray | torch.Tensor],
-             dynamic_shapes: dict | None = None, normalised: bool = False) -> nn.Module:
-    """`module(x)` with int8 convolutions, calibrated on `frames`: uint8 BGR H x W x 3 frames, or
-    with `normalised` the (1, 3, h, w) float inputs themselves."""
+def quantize(module: nn.Module, example: torch.Tensor, inputs: Sequence[torch.Tensor],
+             dynamic_shapes: dict | None = None) -> nn.Module:
+    """`module(x)` with int8 convolutions, calibrated on its own `inputs`."""
     # torchao's import logs a warning per CUDA kernel library a CPU build lacks, and torch one
     # about its enum: noise for the user, the CPU path needs neither.
     quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
@@ -101,6 +100,6 @@ def quantize(module: nn.Module, example: torch.Tensor, frames: Sequence[np.ndarr
     with torch.no_grad():
         program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)
         prepared = prepare_pt2e(program.module(), quantizer)
-        for frame in frames:
-            prepared(frame if normalised else torch.from_numpy(np.ascontiguousarray(frame))[None])
+        for x in inputs:
+            prepared(x)
         return convert_pt2e(prepared)
