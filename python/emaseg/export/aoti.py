@@ -146,10 +146,9 @@ def _start_compile(module: nn.Module, example: torch.Tensor, dynamic: bool,
     """Export and aot_compile of `module` in a child process (its files land in the shared Inductor
     cache), or None for a module that cannot travel (pickled: an exported program with symbolic
     floor() cannot be saved; a class defined outside an importable module cannot be pickled)."""
-    job = os.path.join(tempfile.mkdtemp(prefix="emaseg-compile-"), "job.pt")  # a private scratch file
     if any(isinstance(m, torch.fx.GraphModule) for m in module.modules()):  # int8: its ops need torchao
-        shutil.rmtree(os.path.dirname(job))
         return None
+    job = os.path.join(tempfile.mkdtemp(prefix="emaseg-compile-"), "job.pt")  # a private scratch file
     try:
         torch.save({"module": module, "example": example, "dynamic": dynamic, "options": options}, job)
     except (pickle.PicklingError, AttributeError, TypeError):
