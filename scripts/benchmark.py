@@ -21,7 +21,7 @@ emanet_r18w16-d8_256x512_synthetic at 256x512; --config/--size narrow it):
               --threads, OMP/MKL/OPENBLAS_NUM_THREADS). Latency: median and p95 of per-frame
               calls after warm-up; fps = 1000 / median; speed-ups vs ONNX Runtime and vs eager
               from medians (>1: faster); label agreement with eager float32.
-  frames      a generated street drive (emaseg.data.synthetic.SceneSequence) written as mp4v and
+  frames      a generated street drive (streetgen.SceneSequence) written as mp4v and
               decoded back: every backend gets exactly the frames ema_seg decodes. Weights: the
               demo checkpoint for the demo config when models/emanet_demo.pth exists, otherwise
               a seeded random init (timing does not depend on the weights).
@@ -224,7 +224,7 @@ def make_frames(h: int, w: int, count: int, work: Path) -> tuple[np.ndarray, Opt
     odd sizes that mp4v cannot hold, generated scenes directly (no video section then)."""
     import cv2
 
-    from emaseg.data.synthetic import SceneSequence
+    from streetgen import SceneSequence
 
     seq = SceneSequence(seed=7, height=h, width=w, fps=10.0)
     rendered = [seq.frame(k)[0] for k in range(count)]
@@ -289,7 +289,7 @@ def calibration_folder(work: Path, frame_size: tuple[int, int], count: int = 20)
     """Generated street scenes (another seed than the timed frames) for int8 calibration."""
     import cv2
 
-    from emaseg.data.synthetic import generate_scene
+    from streetgen import generate_scene
 
     folder = work / f"calibration_{frame_size[0]}x{frame_size[1]}"
     folder.mkdir(exist_ok=True)

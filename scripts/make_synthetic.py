@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 try:
-    from emaseg.data import synthetic
+    import streetgen as synthetic
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-    from emaseg.data import synthetic
+    import streetgen as synthetic
 
 from emaseg import cli
 from emaseg.atomic import WriteError

@@ -28,7 +28,7 @@ FRAME = (128, 256)  # the int8 package's frame size: small, so it compiles and r
 
 
 def scenes(seed: int, count: int, size: tuple[int, int] = FRAME) -> list[tuple[np.ndarray, np.ndarray]]:
-    from emaseg.data.synthetic import generate_scene
+    from streetgen import generate_scene
 
     rng = np.random.default_rng(seed)
     return [generate_scene(rng, *size) for _ in range(count)]

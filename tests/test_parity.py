@@ -74,7 +74,7 @@ def odd_frames(seed: int, street: bool) -> list[np.ndarray]:
     into many classes, or smooth colour fields plus noise (the exporter's parity frames)."""
     if street:
         try:
-            from emaseg.data.synthetic import generate_scene
+            from streetgen import generate_scene
         except ImportError:
             pass
         else:

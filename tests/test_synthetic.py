@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emaseg.data import synthetic as S
+import streetgen as S
 
 cv2.setNumThreads(1)
 
@@ -249,7 +250,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def boom(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(S.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         S.atomic_write_png(target, np.zeros((4, 4), np.uint8))
     assert list(tmp_path.iterdir()) == []
@@ -257,10 +258,10 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_output_is_pinned():
     """Hashes of a few scenes and a video frame, recorded before any restructuring of the
-    generator: a refactor (e.g. splitting synthetic.py by job) must leave them all unchanged."""
+    generator: a refactor (e.g. the split of the old synthetic.py into streetgen's modules) must leave them all unchanged."""
     import hashlib
 
-    from emaseg.data.synthetic import SceneSequence, generate_scene
+    from streetgen import SceneSequence, generate_scene
 
     def digest(*arrays: np.ndarray) -> str:
         h = hashlib.sha256()
@@ -272,3 +273,23 @@ def test_output_is_pinned():
     assert scenes == {0: "b477e96c62326fa1", 1: "5a02ecae9744c03b", 2: "e376dcab4c4f13cd"}
     frame = SceneSequence(seed=7, height=128, width=256, fps=10.0).frame(5)
     assert digest(frame[0], frame[1]) == "16770907dbcd7ab1"
+
+
+def test_the_generator_is_its_own_package():
+    """README's layout rule: the library never imports the generator, and the generator takes only
+    the class table and the atomic writes from the library."""
+    import ast
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add(node.module)
+        return names
+
+    generator = {m for p in (ROOT / "python" / "streetgen").glob("*.py") for m in imported(p)}
+    assert {m for m in generator if m.startswith("emaseg")} == {"emaseg.classes", "emaseg.atomic"}
+    for path in (ROOT / "python" / "emaseg").rglob("*.py"):
+        assert not any(m.startswith("streetgen") for m in imported(path)), path

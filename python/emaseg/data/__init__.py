@@ -1,1 +1,1 @@
-"""Datasets, loaders and the synthetic street-scene generator."""
+"""Datasets, loaders, transforms and samplers; the synthetic street scenes come from `streetgen`."""
