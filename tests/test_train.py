@@ -211,3 +211,68 @@ def test_poly_lr_equals_mmengine_chained_form():
         assert poly_lr(i, base_lr=base, total_iters=total, power=power, min_lr=eta_min) == pytest.approx(formula(i))
     assert closed[0] == base and closed[-1] == pytest.approx(eta_min)
     assert closed[40] == pytest.approx(1e-4 + (0.01 - 1e-4) * 0.5 ** 0.9)
+
+
+def test_flags_and_set_are_one_override_list(capsys):
+    """--iters & co. are short for one --set assignment each; all apply in command-line order."""
+    def parse(*extra: str):
+        return train.get_args_parser().parse_args(["--config", CONFIG, "--data-root", "x", *extra])
+
+    args = parse("--iters", "5", "--set", "schedule.iters=7", "schedule.lr=0.5", "--batch-size", "3")
+    assert args.set == ["schedule.iters=5", "schedule.iters=7", "schedule.lr=0.5", "schedule.batch_size=3"]
+    cfg = train.build_config(CONFIG, args.set)
+    assert (cfg.schedule.iters, cfg.schedule.lr, cfg.schedule.batch_size) == (7, 0.5, 3)
+    assert train.build_config(CONFIG, parse("--set", "schedule.iters=7", "--iters", "5").set).schedule.iters == 5
+    with pytest.raises(ValueError, match="must be positive"):
+        train.build_config(CONFIG, parse("--iters", "0").set)
+    with pytest.raises(SystemExit):
+        parse("--stop-at", "0")
+    assert "expects a positive integer" in capsys.readouterr().err
+    help_text = train.get_args_parser().format_help()
+    assert all(name in help_text for name in emaseg.CONFIGS) and "= --set schedule.iters=N" in help_text
+
+
+def test_resume_helpers(tmp_path):
+    from emaseg.training.errors import TrainingError
+    from emaseg.training.resume import check_load_from, find_resume, prepare_work_dir
+
+    said: list[str] = []
+    cfg = emaseg.get_config(CONFIG)
+    work = prepare_work_dir(tmp_path / "a" / "b")
+    assert work.is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrainingError, match="is a file, not a folder"):
+        prepare_work_dir(tmp_path / "file")
+    assert find_resume(None, work, cfg, 0, said.append) is None and said == []
+    assert find_resume("auto", work, cfg, 0, said.append) is None
+    assert said == [f"--resume auto: no {work / 'latest.pth'}, starting from scratch"]
+    emaseg.save_checkpoint(work / "best.pth", emaseg.build_model(cfg), cfg)
+    with pytest.raises(TrainingError, match="has no training state"):
+        find_resume(str(work / "best.pth"), work, cfg, 0, said.append)
+    with pytest.raises(TrainingError, match="which training overwrites"):
+        check_load_from(str(work / "best.pth"), work, resuming=False)
+    check_load_from(str(work / "best.pth"), work, resuming=True)   # resuming restores, never overwrites first
+
+
+def test_train_step_stops_before_touching_weights_on_nan(data_root):
+    from emaseg.training.errors import NonFiniteLoss
+    from emaseg.training.loop import TrainStep
+
+    cfg = emaseg.get_config(CONFIG)
+    model = emaseg.build_model(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.schedule.lr, momentum=0.9)
+    images = torch.randint(0, 256, (2, 64, 128, 3), dtype=torch.uint8)   # NHWC uint8, as loaded
+    labels = torch.randint(0, 19, (2, 64, 128))
+    broken = TrainStep(model.train(), optimizer, cfg.override(["data.std=[0,0,0]"]), torch.device("cpu"))
+    # Parameters only: buffers (BN statistics, the EMA bases) move in any training forward pass.
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with pytest.raises(NonFiniteLoss, match="at iteration 4"):   # std 0: inf inputs, NaN loss
+        broken(3, images, labels)
+    after = dict(model.named_parameters())
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert optimizer.param_groups[0]["lr"] == broken.lr(3) < cfg.schedule.lr
+    model.load_state_dict(emaseg.build_model(cfg).state_dict())   # the NaN pass left NaN EMA bases
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    values = TrainStep(model, optimizer, cfg, torch.device("cpu"))(0, images, labels)
+    assert values.shape == (3,) and torch.isfinite(values).all()
+    assert any(not torch.equal(v, after[k]) for k, v in before.items())
