@@ -258,3 +258,19 @@ def test_cityscapes_id_to_train_id_covers_each_class_once():
     assert CITYSCAPES_ID_TO_TRAIN_ID[7] == CITYSCAPES_CLASSES.index("road")
     assert CITYSCAPES_ID_TO_TRAIN_ID[26] == CITYSCAPES_CLASSES.index("car")
     assert CITYSCAPES_ID_TO_TRAIN_ID[33] == CITYSCAPES_CLASSES.index("bicycle")
+
+
+def test_image_files_are_what_opencv_reads(tmp_path):
+    """The rule the C++ runtime's folder listing uses too (ctest test_pipeline checks its side)."""
+    import cv2
+
+    from emaseg.data.datasets import is_image_file
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    for name in ("a.png", "D.JPG", "f.webp", ".a.png.Xy12ab.tmp.png", "e.png"):
+        assert cv2.imwrite(str(tmp_path / name), image)
+    (tmp_path / "e.png").rename(tmp_path / "e")            # no extension, PNG contents
+    (tmp_path / "broken.png").write_bytes(b"not a png")    # listed: its loader names it
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert sorted(p.name for p in tmp_path.iterdir() if is_image_file(p)) == ["D.JPG", "a.png", "broken.png",
+                                                                             "e", "f.webp"]

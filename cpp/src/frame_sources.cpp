@@ -168,12 +168,17 @@ class ImageSource final : public FrameSource {
   std::size_t next_ = 0;
 };
 
-bool has_image_extension(const fs::path& path) {
-  static const char* extensions[] = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
-                                     ".webp", ".ppm", ".pgm", ".pnm", ".jp2", ".exr"};
-  const std::string ext = lower(path.extension().string());
-  return std::any_of(std::begin(extensions), std::end(extensions),
-                     [&ext](const char* known) { return ext == known; });
+// A folder's image files, as OpenCV sees them: a name it has a codec for (so a damaged "x.png"
+// is listed and then reported, not silently skipped) or contents it recognises. Hidden files,
+// the temporaries of atomic writes among them, are never inputs.
+bool is_image_file(const fs::path& path) {
+  const std::string name = path.filename().string();
+  if (name.empty() || name.front() == '.') return false;
+  try {
+    return cv::haveImageWriter(path.string()) || cv::haveImageReader(path.string());
+  } catch (const cv::Exception&) {
+    return false;
+  }
 }
 
 }  // namespace
@@ -222,7 +227,7 @@ std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
   if (fs::is_directory(folder_or_pattern, ec)) {
     description = "folder '" + folder_or_pattern + "'";
     for (const auto& entry : fs::directory_iterator(folder_or_pattern, ec))
-      if (entry.is_regular_file(ec) && has_image_extension(entry.path()))
+      if (entry.is_regular_file(ec) && is_image_file(entry.path()))
         paths.push_back(entry.path().string());
     if (ec) throw Error(Error::Kind::kInput, "cannot list " + description + ": " + ec.message());
   } else if (fs::is_regular_file(folder_or_pattern, ec)) {

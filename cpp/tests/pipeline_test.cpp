@@ -255,15 +255,20 @@ TEST(image_folder_source_skips_unreadable_files) {
   std::ofstream((dir / "b.png").string()) << "not a png";
   CHECK(cv::imwrite((dir / "c.jpg").string(), frame_for(2)));
   std::ofstream((dir / "notes.txt").string()) << "ignored: not an image name";
+  CHECK(cv::imwrite((dir / "d.PNG").string(), frame_for(3)));
+  CHECK(cv::imwrite((dir / ".a.png.Xy12ab.tmp.png").string(), frame_for(4)));  // another run's temporary
+  const std::string e = (dir / "e").string();  // no extension: listed because OpenCV reads its contents
+  CHECK(cv::imwrite(e + ".png", frame_for(5)));
+  fs::rename(e + ".png", e);
   const auto source = emaseg::open_images(dir.string());
-  CHECK_EQ(source->frame_count(), 3);
+  CHECK_EQ(source->frame_count(), 5);
   std::vector<std::string> names;
   const auto stats = emaseg::run_pipeline(segmenter(), *source, [&](const FrameResult& r) {
     names.push_back(fs::path(r.name).filename().string());
     return true;
   });
   CHECK_EQ(stats.unreadable, 1);
-  CHECK((names == std::vector<std::string>{"a.png", "c.jpg"}));
+  CHECK((names == std::vector<std::string>{"a.png", "c.jpg", "d.PNG", "e"}));
 }
 
 TEST(sources_report_input_errors) {

@@ -36,7 +36,6 @@ from ..classes import (ADE20K_CLASSES, COCO_STUFF_CLASSES, PASCAL_CONTEXT_59_CLA
                           voc_palette)
 from .transforms import TrainTransform
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")
 
 
@@ -153,13 +152,23 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _scan(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """Files under `folder` (recursively) whose names end with one of `suffixes`, sorted."""
+def is_image_file(path: Path) -> bool:
+    """An image file as OpenCV sees it, decided as the C++ runtime does (cpp/src/frame_sources.cpp):
+    a name OpenCV has a codec for (a damaged "x.png" counts, and its loader reports it) or contents
+    OpenCV recognises. Hidden files, the temporaries of atomic writes among them, never are."""
+    return not path.name.startswith(".") and (cv2.haveImageWriter(path.name) or cv2.haveImageReader(str(path)))
+
+
+def _scan(folder: Path, keep: tuple[str, ...] | Callable[[Path], bool]) -> list[Path]:
+    """Files under `folder` (recursively) whose names end with one of the suffixes `keep`, or
+    for which `keep(path)` is true, sorted."""
+    if isinstance(keep, tuple):
+        suffixes = tuple(s.lower() for s in keep)
+        keep = lambda path: path.name.lower().endswith(suffixes)  # noqa: E731 (one line beats a nested def)
     found = []
-    suffixes = tuple(s.lower() for s in suffixes)
     for dirpath, _, filenames in os.walk(folder, followlinks=True):
         for name in filenames:
-            if name.lower().endswith(suffixes):
+            if keep(Path(dirpath) / name):
                 found.append(Path(dirpath) / name)
     return sorted(found)
 
@@ -274,18 +283,18 @@ def folder_samples(root: Path, split: str) -> list[tuple[str, str]]:
     masks_root = _require_dir(root / "masks", "folder layout: images/ and masks/ with matching file stems")
     if (images_root / split).is_dir():
         image_dir, mask_dir = images_root / split, _require_dir(masks_root / split, f"masks of split {split!r}")
-        images = _scan(image_dir, IMAGE_EXTENSIONS)
+        images = _scan(image_dir, is_image_file)
         if not images:
-            raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {image_dir}")
+            raise DatasetError(f"no image files OpenCV can read under {image_dir}")
     elif (root / "splits" / f"{split}.txt").is_file():
         image_dir, mask_dir = images_root, masks_root
         by_stem: dict[str, Path] = {}
-        for path in _scan(image_dir, IMAGE_EXTENSIONS):
+        for path in _scan(image_dir, is_image_file):
             by_stem[str(path.relative_to(image_dir).with_suffix(""))] = path
         images = []
         list_file = root / "splits" / f"{split}.txt"
         for name in _read_list(list_file):
-            key = str(Path(name).with_suffix("")) if name.lower().endswith(IMAGE_EXTENSIONS) else name
+            key = str(Path(name).with_suffix("")) if cv2.haveImageWriter(name) else name  # with an image extension
             if key not in by_stem:
                 raise DatasetError(f"{list_file} lists {name!r} but no such image is under {image_dir}")
             images.append(by_stem[key])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.datasets import IMAGE_EXTENSIONS
+from ..data.datasets import is_image_file
 
 CALIBRATION_FRAMES = 32  # the calibration set: up to this many images of the folder
 HELD_OUT_FRAMES = 8      # the gate's frames: up to this many others, never seen in calibration
@@ -36,7 +36,7 @@ def calibration_images(source: str | Path, frame_size: tuple[int, int] | None = 
     root = Path(source)
     if not root.is_dir():
         raise CalibrationError(f"--calibration {root}: not a folder of images")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)
                    and "label" not in p.name.lower())  # dataset roots hold label maps beside the images
     if len(paths) < MIN_FRAMES:
         raise CalibrationError(f"--calibration {root}: {len(paths)} image(s) found, at least {MIN_FRAMES} "
