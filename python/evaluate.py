@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from emaseg.atomic import WriteError, check_output, write_atomic
+from emaseg.cli import run_tool
 from emaseg.checkpoint import CheckpointError, load_checkpoint, load_model
 from emaseg.export import ExportedFileError, ExportError, load_exported
 from emaseg.config import Config, get_config
@@ -157,13 +158,6 @@ def _finite(value):
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (DatasetError, CheckpointError, EvaluationError, ValueError, OSError) as e:
-        print(f"evaluate: error: {error_message(e)}", file=sys.stderr)
-        dist_utils.cleanup()
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("evaluate: interrupted", file=sys.stderr)
-        dist_utils.cleanup()
-        sys.exit(130)
+    sys.exit(run_tool("evaluate", lambda: main(get_args_parser().parse_args()), describe=error_message,
+                      errors=(DatasetError, CheckpointError, EvaluationError, ValueError, OSError),
+                      cleanup=dist_utils.cleanup))

@@ -103,14 +103,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(get_args_parser().parse_args()))
-    except (ExportError, ExportedFileError, OSError) as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except UsageError as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("export: interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(cli.run_tool("export", lambda: main(get_args_parser().parse_args()), usage_errors=(UsageError,),
+                          errors=(ExportError, ExportedFileError, OSError),
+                          interrupted="interrupted; nothing was written"))

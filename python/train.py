@@ -27,6 +27,7 @@ from tqdm import tqdm
 import emaseg
 from emaseg.atomic import write_atomic
 from emaseg.checkpoint import CheckpointError, save_checkpoint
+from emaseg.cli import run_tool
 from emaseg.config import CONFIGS, Config, get_config
 from emaseg.data.datasets import DatasetError, build_dataset
 from emaseg.data.loader import error_message, eval_loader, train_batches
@@ -273,14 +274,8 @@ def main(args: argparse.Namespace) -> nn.Module:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (TrainingError, DatasetError, CheckpointError, ValueError, OSError) as e:
-        print(f"train: error: {error_message(e)}", file=sys.stderr)
-        dist_utils.cleanup()
-        sys.exit(1)
-    except KeyboardInterrupt:
-        # Checkpoints are written atomically: whatever latest.pth/best.pth hold is complete.
-        print("train: interrupted; the checkpoints in the work dir are the last complete ones", file=sys.stderr)
-        dist_utils.cleanup()
-        sys.exit(130)
+    sys.exit(run_tool("train", lambda: main(get_args_parser().parse_args()), describe=error_message,
+                      errors=(TrainingError, DatasetError, CheckpointError, ValueError, OSError),
+                      # Checkpoints are written atomically: whatever latest.pth/best.pth hold is complete.
+                      interrupted="interrupted; the checkpoints in the work dir are the last complete ones",
+                      cleanup=dist_utils.cleanup))

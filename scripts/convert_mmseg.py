@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
+from emaseg import cli  # noqa: E402
 from emaseg.config import CONFIGS  # noqa: E402
 from emaseg.convert import RECIPES, ConversionError, convert  # noqa: E402
 
@@ -29,16 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--recipe", default="512x1024", choices=RECIPES,
                        help="recipe for what the weights do not hold (default 512x1024)")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         cfg = convert(args.src, args.dst, config=args.config, recipe=args.recipe)
-    except (ConversionError, OSError) as e:
-        print(f"convert_mmseg: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"convert_mmseg: interrupted; {args.dst} was not written", file=sys.stderr)
-        return 130
-    print(f"wrote {args.dst} (config {cfg.name}, {cfg.model.num_classes} classes)")
-    return 0
+        print(f"wrote {args.dst} (config {cfg.name}, {cfg.model.num_classes} classes)")
+
+    return cli.run_tool("convert_mmseg", run, errors=(ConversionError, OSError),
+                        interrupted=f"interrupted; {args.dst} was not written")
 
 
 if __name__ == "__main__":

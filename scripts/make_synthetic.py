@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    try:
+
+    def run() -> None:
         stats = None
         if args.train + args.val > 0:  # 0 + 0: only the video
             stats = synthetic.write_dataset(out, args.train, args.val, args.size, args.seed, progress=not args.quiet)
@@ -151,14 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             v = synthetic.write_video(args.video, args.frames, args.fps, args.size, args.seed, progress=not args.quiet)
             print(f"video: {v['path']} ({v['frames']} frames at {v['fps']:g} fps, verified), "
                   f"labels: {v['labels']}/frame_*.png ({v['seconds']:.1f} s)")
-    except (OSError, ValueError) as e:
-        print(f"{PROG}: error: {_describe(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted (completed files are valid; nothing half-written is left)", file=sys.stderr)
-        return 130
-    return 0
 
+    return cli.run_tool(PROG, run, errors=(OSError, ValueError), describe=_describe,
+                        interrupted="interrupted (completed files are valid; nothing half-written is left)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -477,3 +477,28 @@ def test_sizes_are_read_the_same_by_every_tool():
     for bad in ("512", "512x", "x1024", "-1x5", "1.5x2", "axb"):
         with pytest.raises(ValueError, match="--frame-size expects HxW"):
             parse_size(bad, "--frame-size")
+
+
+def test_tools_end_the_same_way(capsys):
+    """train.py, evaluate.py, export.py, convert_mmseg.py and make_synthetic.py end through one
+    helper (emaseg.cli.run_tool): exit status, one-line error, cleanup however main ends."""
+    from emaseg.cli import run_tool
+
+    cleaned: list[int] = []
+
+    def ends(outcome):
+        def main():
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        return run_tool("tool", main, errors=(OSError,), usage_errors=(LookupError,), interrupted="stopped",
+                        describe=lambda e: f"<{e}>", cleanup=lambda: cleaned.append(1))
+
+    assert ends(None) == 0 and ends(object()) == 0 and ends(3) == 3
+    assert capsys.readouterr().err == ""
+    assert ends(OSError("disk full")) == 1 and capsys.readouterr().err == "tool: error: <disk full>\n"
+    assert ends(KeyError("bad flag")) == 2 and capsys.readouterr().err == "tool: error: <'bad flag'>\n"
+    assert ends(KeyboardInterrupt()) == 130 and capsys.readouterr().err == "tool: stopped\n"
+    with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback stays
+        ends(ZeroDivisionError("bug"))
+    assert len(cleaned) == 8

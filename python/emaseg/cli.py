@@ -1,7 +1,9 @@
-"""What the command-line scripts share: reading their arguments the same way."""
+"""What the command-line scripts share: reading their arguments and ending the same way."""
 from __future__ import annotations
 
 import re
+import sys
+from typing import Callable
 
 
 def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
@@ -11,3 +13,26 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     if not m:
         raise ValueError(f"{flag} expects HxW (height x width) like 512x1024, got {text!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+def run_tool(prog: str, main: Callable[[], object], *, errors: tuple[type[BaseException], ...],
+             usage_errors: tuple[type[BaseException], ...] = (), describe: Callable[[BaseException], str] = str,
+             interrupted: str = "interrupted", cleanup: Callable[[], None] | None = None) -> int:
+    """A tool's exit status: `main`'s own when it returns an int (0 otherwise). A user error is
+    one line "PROG: error: ..." and no traceback: 2 for `usage_errors`, 1 for `errors`; Ctrl-C
+    prints "PROG: <interrupted>" and gives 130. `cleanup` runs however main ends."""
+    try:
+        status = main()
+        return status if isinstance(status, int) else 0
+    except usage_errors as e:
+        print(f"{prog}: error: {describe(e)}", file=sys.stderr)
+        return 2
+    except errors as e:
+        print(f"{prog}: error: {describe(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+    finally:
+        if cleanup is not None:
+            cleanup()
