@@ -40,6 +40,14 @@ def load_make_test_model():
     return module
 
 
+def make_test_models(root: Path, **variants: dict) -> dict[str, Path]:
+    """Contract models under `root`, one per keyword (its make_test_model options), plus
+    "missing", a path where no file is."""
+    make = load_make_test_model().make_test_model
+    models = {name: make(root / f"{name}.pt", **options) for name, options in variants.items()}
+    return {**models, "missing": root / "missing.pt"}
+
+
 def synthetic_frames(count: int, height: int, width: int) -> list[np.ndarray]:
     """BGR frames with a moving block per class on grey: flat colours, so lossy codecs keep
     the classes, and every frame differs from its neighbours."""

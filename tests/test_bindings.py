@@ -24,6 +24,7 @@ from conftest import ROOT, import_runtime
 from cpp_helpers import (
     CLI,
     load_make_test_model,
+    make_test_models,
     python_labels,
     read_video,
     run_cli,
@@ -39,17 +40,9 @@ SIZES = [(97, 131), (120, 200), (8, 8), (203, 301)]
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    make = load_make_test_model().make_test_model
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "tiny": make(root / "tiny.pt"),
-        # Extra matmuls make a model call last long enough to watch other threads during it.
-        "slow": make(root / "slow.pt", work=200),
-        "slower": make(root / "slower.pt", work=2000),
-        "no_metadata": make(root / "no_metadata.pt", with_metadata=False),
-        "future": make(root / "future.pt", format_version=2),
-        "missing": root / "missing.pt",
-    }
+    # Extra matmuls make a model call last long enough to watch other threads during it.
+    return make_test_models(tmp_path_factory.mktemp("models"), tiny={}, slow={"work": 200}, slower={"work": 2000},
+                            no_metadata={"with_metadata": False}, future={"format_version": 2})
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 
 from cpp_helpers import (
     load_make_test_model,
+    make_test_models,
     python_labels,
     read_video,
     require_cli,
@@ -40,19 +41,12 @@ def cli() -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    make = load_make_test_model().make_test_model
     root = tmp_path_factory.mktemp("models")
     garbage = root / "garbage.pt"
     garbage.write_bytes(bytes(range(256)) * 16)
-    return {
-        "tiny": make(root / "tiny.pt"),
-        # ~400 extra 128x128 matmuls per frame: tens of ms, so a run can be interrupted.
-        "slow": make(root / "slow.pt", work=400),
-        "no_metadata": make(root / "no_metadata.pt", with_metadata=False),
-        "future": make(root / "future.pt", format_version=2),
-        "garbage": garbage,
-        "missing": root / "missing.pt",
-    }
+    # slow: ~400 extra 128x128 matmuls per frame, tens of ms, so a run can be interrupted.
+    return {**make_test_models(root, tiny={}, slow={"work": 400}, no_metadata={"with_metadata": False},
+                               future={"format_version": 2}), "garbage": garbage}
 
 
 @pytest.fixture(scope="module")

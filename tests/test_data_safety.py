@@ -18,7 +18,7 @@ import pytest
 
 from cpp_helpers import (
     leftovers,
-    load_make_test_model,
+    make_test_models,
     python_labels,
     read_video,
     require_cli,
@@ -39,15 +39,9 @@ def cli() -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    make = load_make_test_model().make_test_model
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "tiny": make(root / "tiny.pt"),
-        "slow": make(root / "slow.pt", work=400),
-        # Tenths of a second per frame: a second signal lands while frames are still in flight.
-        "slower": make(root / "slower.pt", work=4000),
-        "fails_on_11": make(root / "fails.pt", fail_after=10),
-    }
+    # slower: tenths of a second per frame, so a second signal lands while frames are in flight.
+    return make_test_models(tmp_path_factory.mktemp("models"), tiny={}, slow={"work": 400}, slower={"work": 4000},
+                            fails_on_11={"fail_after": 10})
 
 
 @pytest.fixture(scope="module")
