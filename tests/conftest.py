@@ -44,6 +44,14 @@ def reference_fixture(name: str) -> dict:
 
 
 @pytest.fixture(scope="session")
+def built_cli() -> Path:
+    """The CLI binary; a module whose tests all run it says `pytestmark = usefixtures("built_cli")`."""
+    from cpp_helpers import require_cli
+
+    return require_cli()
+
+
+@pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         missing(f"reference folder {REFERENCE} not found (set EMASEG_REFERENCE_DIR)")

@@ -22,7 +22,6 @@ from cpp_helpers import (
     make_test_models,
     python_labels,
     read_video,
-    require_cli,
     rss_kb,
     run_cli,
     start_cli,
@@ -34,9 +33,7 @@ FPS = 25.0
 HEIGHT, WIDTH = 96, 160
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cli() -> Path:
-    return require_cli()
+pytestmark = pytest.mark.usefixtures("built_cli")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from cpp_helpers import (
     make_test_models,
     python_labels,
     read_video,
-    require_cli,
     run_cli,
     small_disk,
     start_cli,
@@ -32,9 +31,7 @@ from cpp_helpers import (
 HEIGHT, WIDTH = 96, 160
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cli() -> Path:
-    return require_cli()
+pytestmark = pytest.mark.usefixtures("built_cli")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 // The output side: atomic files, VideoOutput's commit/discard, RunOutputs' guards and names,
 // per-image errors in the pipeline. Arguments: MODEL.pt SCRATCH_DIR
 #include "check.h"
+#include "test_segmenter.h"
 
 #include "output_files.h"
 
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+using check::segmenter;
 using emaseg::Error;
 
 namespace {
@@ -45,15 +47,6 @@ long long frames_in(const fs::path& video) {
   cv::Mat f;
   while (capture.isOpened() && capture.read(f)) ++count;
   return count;
-}
-
-const emaseg::Segmenter& segmenter() {
-  static const emaseg::Segmenter seg = [] {
-    emaseg::Options options;
-    options.threads = 1;
-    return emaseg::Segmenter(check::test_arg(0), options);
-  }();
-  return seg;
 }
 
 bool output_error(const Error& e) { return e.kind() == Error::Kind::kOutput; }

@@ -2,6 +2,7 @@
 // live dropping, error propagation; and the real sources on files written here.
 // Arguments: MODEL.pt SCRATCH_DIR
 #include "check.h"
+#include "test_segmenter.h"
 
 #include <emaseg/pipeline.h>
 
@@ -16,6 +17,7 @@
 #include <set>
 #include <thread>
 
+using check::segmenter;
 using emaseg::Error;
 using emaseg::FrameResult;
 using emaseg::FrameSource;
@@ -61,15 +63,6 @@ class ScriptedSource final : public FrameSource {
   long long throw_at_;
   long long next_ = 0;
 };
-
-const emaseg::Segmenter& segmenter() {
-  static const emaseg::Segmenter seg = [] {
-    emaseg::Options options;
-    options.threads = 1;
-    return emaseg::Segmenter(check::test_arg(0), options);
-  }();
-  return seg;
-}
 
 bool same(const cv::Mat& a, const cv::Mat& b) {
   return a.size() == b.size() && a.type() == b.type() && cv::norm(a, b, cv::NORM_INF) == 0;
