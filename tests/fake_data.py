@@ -62,6 +62,13 @@ def write_cityscapes(root: Path, split: str, n: int, *, city: str = "synth", siz
     return labels
 
 
+def cityscapes_tree(root: Path, train: int, val: int) -> Path:
+    """A Cityscapes-layout root with `train` and `val` images (seeds 0 and 1)."""
+    write_cityscapes(root, "train", train, seed=0)
+    write_cityscapes(root, "val", val, seed=1)
+    return root
+
+
 def _random_mask(rng: np.random.Generator, h: int, w: int, values: list[int]) -> np.ndarray:
     mask = np.full((h, w), values[0], np.uint8)
     for v in values[1:]:

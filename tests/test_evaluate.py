@@ -102,10 +102,7 @@ def colour_predictor(images: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("evaldata")
-    fake_data.write_cityscapes(root, "train", 4, seed=0)
-    fake_data.write_cityscapes(root, "val", 3, seed=1)
-    return root
+    return fake_data.cityscapes_tree(tmp_path_factory.mktemp("evaldata"), train=4, val=3)
 
 
 def test_evaluate_scores_a_predictor(data_root):

@@ -150,10 +150,7 @@ def mmseg_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    fake_data.write_cityscapes(root, "train", 4, seed=0)
-    fake_data.write_cityscapes(root, "val", 2, seed=1)
-    return root
+    return fake_data.cityscapes_tree(tmp_path_factory.mktemp("data"), train=4, val=2)
 
 
 class Disk:

@@ -27,10 +27,7 @@ CONFIG = "emanet_r18w8-d8_128x256_synthetic"
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    fake_data.write_cityscapes(root, "train", 8, seed=0)
-    fake_data.write_cityscapes(root, "val", 2, seed=1)
-    return root
+    return fake_data.cityscapes_tree(tmp_path_factory.mktemp("synth"), train=8, val=2)
 
 
 def run(data_root: Path, work_dir: Path, *extra: str, iters: int = 6, workers: int = 0) -> torch.nn.Module:
