@@ -60,7 +60,8 @@ input (exactly one):
   --video PATH|URL     video file or network stream (rtsp://, http://, ...) via FFmpeg
   --camera N           camera index N
   --image FILE         one image file
-  --images DIR|GLOB    every image in DIR (sorted by name), or a pattern like 'dir/*.png'
+  --images DIR|GLOB    every image file OpenCV reads in DIR (sorted by name; hidden files
+                       are skipped), or a pattern like 'dir/*.png'
 
 model:
   --model FILE         exported model, .pt (TorchScript) or .pt2 (AOTInductor, faster;
