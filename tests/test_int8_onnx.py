@@ -9,9 +9,11 @@ the eager module, metadata inside, scored by evaluate.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -153,6 +155,15 @@ def test_int8_usage_errors(int8_package, tmp_path):
 # python/export.py --output M.onnx
 
 
+class _Chatter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture(scope="session")
 def onnx_file(tmp_path_factory) -> dict:
     pytest.importorskip("onnxruntime")
@@ -162,10 +173,17 @@ def onnx_file(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("onnx")
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
+    chatter = _Chatter()  # torch.onnx's own notes (no torchvision, a pytree deprecation) stay quiet
+    logging.getLogger("torch.onnx").addHandler(chatter)
     try:
-        report = export_model(checkpoint, root / "net.onnx")  # the config's resize, any frame size
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = export_model(checkpoint, root / "net.onnx")  # the config's resize, any frame size
+        assert not [str(w.message) for w in caught if "treespec" in str(w.message)]
+        assert not [r for r in chatter.records if "torchvision" in r.getMessage()]
         export_model(checkpoint, root / "net.pt", frames=[torch.zeros(1, 64, 64, 3, dtype=torch.uint8)])
     finally:
+        logging.getLogger("torch.onnx").removeHandler(chatter)
         torch.set_num_threads(previous)
     return {"checkpoint": checkpoint, "onnx": root / "net.onnx", "pt": root / "net.pt", "report": report}
 

@@ -15,8 +15,11 @@ This module imports torch only inside the export functions: the ORT worker does 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
+import warnings
 import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -42,7 +45,7 @@ def export_onnx(module, example, path: str | Path, exporter: str, opset: int = O
         raise ValueError(f"unknown exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
     path = Path(path)  # written in place: callers pass a temporary name (export_checked)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), _exporter_quiet():
         if exporter == "dynamo":
             auto = torch.export.Dim.AUTO
             shapes = {"images": {0: auto, 1: auto, 2: auto}} if dynamic else None
@@ -57,6 +60,21 @@ def export_onnx(module, example, path: str | Path, exporter: str, opset: int = O
                               dynamic_axes=axes)
     return {"exporter": exporter, "opset": opset, "seconds": time.perf_counter() - t0,
             "bytes": path.stat().st_size}
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    """torch.onnx's own chatter, none of it about the user's model: that torchvision (which this
+    project does not use) is absent, and a deprecation inside torch's pytree pickling."""
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            yield
+    finally:
+        registry.setLevel(level)
 
 
 def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
