@@ -54,3 +54,15 @@ def test_override_errors(bad):
 def test_unknown_config():
     with pytest.raises(ValueError, match="unknown config"):
         get_config("nope")
+
+
+def test_config_differences_names_each_changed_leaf():
+    from emaseg.config import config_differences
+
+    cfg = get_config("emanet_r50-d8_512x1024_80k_cityscapes")
+    other = cfg.override(["schedule.lr=0.02", "data.crop_size=[256,256]"])
+    assert config_differences(cfg.to_dict(), cfg.to_dict()) == []
+    assert config_differences(cfg.to_dict(), other.to_dict()) == [
+        "data.crop_size: (512, 1024) -> (256, 256)", "schedule.lr: 0.01 -> 0.02"]
+    # A tuple and the list JSON makes of it are the same value.
+    assert config_differences({"a": (1, 2)}, {"a": [1, 2]}) == []

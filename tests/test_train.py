@@ -273,3 +273,25 @@ def test_train_step_stops_before_touching_weights_on_nan(data_root):
     values = TrainStep(model, optimizer, cfg, torch.device("cpu"))(0, images, labels)
     assert values.shape == (3,) and torch.isfinite(values).all()
     assert any(not torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_latest_checkpoint_resumes_with_its_state(tmp_path):
+    """save_latest writes what find_resume reads back: iteration, seed, best mIoU, optimizer."""
+    from types import SimpleNamespace
+
+    from emaseg.training.resume import find_resume, save_latest
+
+    cfg = emaseg.get_config(CONFIG)
+    model = emaseg.build_model(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    dataset = SimpleNamespace(classes=[f"c{i}" for i in range(19)], palette=[[i, i, i] for i in range(19)])
+    save_latest(tmp_path / "latest.pth", model, cfg, dataset, iteration=3, seed=5, optimizer=optimizer, scaler=None,
+                best_miou=41.5, main_process=True)
+    said: list[str] = []
+    point = find_resume("auto", tmp_path, cfg.override(["schedule.lr=0.5"]), 0, said.append)
+    assert (point.path, point.iteration, point.seed, point.best_miou) == (tmp_path / "latest.pth", 3, 5, 41.5)
+    assert said == [f"warning: the config differs from the one {tmp_path / 'latest.pth'} was trained with: "
+                    f"schedule.lr: 0.01 -> 0.5", "resuming with the run's seed 5 (not --seed 0)"]
+    restored = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    point.restore_optimizer(restored, None)
+    assert restored.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
