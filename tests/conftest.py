@@ -1,5 +1,6 @@
 """Shared test set-up: fixed thread counts (2 cores, several processes) and reference paths."""
 import os
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,27 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 
 # OpenMP threads spin: oversubscribing the 2 cores collapses throughput.
 torch.set_num_threads(1)
+
+
+def _untracked_files() -> set[str]:
+    """Files in the checkout git neither tracks nor ignores (empty outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=all"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return {line[3:] for line in out.stdout.splitlines() if line.startswith("?? ")} if out.returncode == 0 else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean():
+    """Tests write into tmp_path, never into the checkout (a CLI run's default output lands in
+    its working folder, for one): a file they leave there fails the run."""
+    before = _untracked_files()
+    yield
+    left = sorted(_untracked_files() - before)
+    if left:
+        pytest.fail(f"tests left files in the checkout: {', '.join(left[:10])}", pytrace=False)
 
 
 def missing(reason: str) -> None:

@@ -124,7 +124,7 @@ def test_int8_runtime_and_cli_equal_python(int8_package, tmp_path):
     if CLI.is_file():
         assert cv2.imwrite(str(tmp_path / "scene.png"), image)
         result = run_cli("--model", int8_package["pt2"], "--image", tmp_path / "scene.png", "--mask-dir",
-                         tmp_path / "masks", "--threads", "1", "--quiet")
+                         tmp_path / "masks", "--threads", "1", "--quiet", cwd=tmp_path)  # overlay: cwd
         assert result.returncode == 0, result.stderr
         np.testing.assert_array_equal(cv2.imread(str(tmp_path / "masks" / "scene.png"), cv2.IMREAD_UNCHANGED),
                                       expected)
