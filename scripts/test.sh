@@ -10,7 +10,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # tests set their own thread coun
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 workers=$(nproc); [ "$workers" -gt 4 ] && workers=4
 
-.venv/bin/python -m pytest -q -n "$workers" --dist loadfile "$@"
+.venv/bin/python -m pytest -q -n "$workers" --dist loadfile --durations=15 "$@"
 py=$?
 [ $py -eq 5 ] && { echo "pytest: no tests collected"; py=0; }   # exit 5 = nothing collected
 

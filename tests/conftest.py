@@ -100,3 +100,17 @@ def eager_logits(model: torch.nn.Module, bgr: np.ndarray, network_size: tuple[in
     if network_size != (h, w):
         out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=align)
     return out[0]
+
+
+# The longest test files start first: pytest-xdist hands out whole files (--dist loadfile) in
+# collection order, and a long file handed out last keeps one worker busy while the other idles.
+LONGEST_FIRST = ("test_train_synthetic.py", "test_benchmark.py", "test_aoti.py", "test_int8_onnx.py",
+                 "test_parity.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file is kept

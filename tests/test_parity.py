@@ -173,7 +173,8 @@ def legs(request, tmp_path_factory) -> Legs:
                                for i in range(len(frames))]
         if CLI.is_file() and name in PT2_MODELS:
             result = run_cli("--model", tmp / "model.pt2", "--image", images / f"frame{PT2_FRAME}.png",
-                             "--mask-dir", tmp / "pt2_masks", "--threads", "1", "--quiet", timeout=600)
+                             "--mask-dir", tmp / "pt2_masks", "--threads", "1", "--quiet", cwd=tmp,
+                             timeout=600)  # cwd: where --image puts its default overlay
             assert result.returncode == 0, result.stderr
             legs.pt2_cli_labels = cv2.imread(str(tmp / "pt2_masks" / f"frame{PT2_FRAME}.png"),
                                              cv2.IMREAD_UNCHANGED)
