@@ -3,6 +3,7 @@
 // for one CPU ISA (or GPU) and one torch version: both are checked here, from the package's
 // own records, before its shared library is loaded, so a mismatch is a clear error and never
 // an illegal instruction.
+#include "metadata.h"
 #include "model_backend.h"
 #include "torch_util.h"
 
@@ -80,24 +81,8 @@ struct PackageFacts {
   std::string metadata_json;  // ema-seg's metadata.json
   std::string device_key;     // "cpu" or "cuda"
   bool has_probabilities = false;
-  int fixed_height = 0;  // export.py --frame-size: the only frame size it takes (0: any)
-  int fixed_width = 0;
-  int fixed_batch = 0;   // --frame-size packages take one frame per call
+  FixedInput fixed;  // --frame-size packages: one frame of one size per call
 };
-
-// metadata.json's "fixed_input" ({"H": 1080, "W": 1920} for a --frame-size package).
-void read_fixed_input(PackageFacts& facts, const std::string& source) {
-  const auto meta = nlohmann::json::parse(facts.metadata_json, nullptr, false);
-  if (meta.is_discarded())
-    throw Error(Error::Kind::kModel, source + ": its metadata is not valid JSON");
-  if (!meta.is_object() || !meta.contains("fixed_input") || !meta["fixed_input"].is_object()) return;
-  for (const auto& [key, value] : meta["fixed_input"].items()) {
-    if (!value.is_number_integer()) continue;
-    if (key == "H") facts.fixed_height = value.get<int>();
-    if (key == "W") facts.fixed_width = value.get<int>();
-    if (key == "N") facts.fixed_batch = value.get<int>();
-  }
-}
 
 // Everything that decides whether this process can run the package, read without loading it.
 PackageFacts inspect(PyTorchStreamReader& reader, const std::string& source,
@@ -118,7 +103,7 @@ PackageFacts inspect(PyTorchStreamReader& reader, const std::string& source,
   if (facts.metadata_json.empty())
     throw Error(Error::Kind::kModel, source + " is an AOTInductor package without ema-seg "
                                               "metadata; export models with python python/export.py");
-  read_fixed_input(facts, source);
+  facts.fixed = parse_fixed_input(facts.metadata_json, source);
   const std::string built_with = base_version(get("emaseg_torch_version"));
   if (built_with != base_version(TORCH_VERSION))
     throw Error(Error::Kind::kModel,
@@ -186,7 +171,7 @@ class AotiBackend final : public ModelBackend {
   std::string device() const override { return device_.str(); }
 
   std::vector<cv::Mat> labels(const std::vector<cv::Mat>& frames) override {
-    if (facts_.fixed_batch == 1 && frames.size() > 1) {  // compiled for one frame per call
+    if (facts_.fixed.batch == 1 && frames.size() > 1) {  // compiled for one frame per call
       std::vector<cv::Mat> all;
       for (const cv::Mat& frame : frames) all.push_back(labels({frame}).front());
       return all;
@@ -219,12 +204,12 @@ class AotiBackend final : public ModelBackend {
   torch::Tensor run(torch::inductor::AOTIModelPackageLoader& loader,
                     const std::vector<cv::Mat>& frames) const {
     const cv::Size size = frames[0].size();
-    if ((facts_.fixed_height > 0 && size.height != facts_.fixed_height) ||
-        (facts_.fixed_width > 0 && size.width != facts_.fixed_width))
+    if ((facts_.fixed.height > 0 && size.height != facts_.fixed.height) ||
+        (facts_.fixed.width > 0 && size.width != facts_.fixed.width))
       throw Error(Error::Kind::kArgument,
-                  source_ + " takes only " + std::to_string(facts_.fixed_width) + "x" +
-                      std::to_string(facts_.fixed_height) + " frames (exported with --frame-size " +
-                      std::to_string(facts_.fixed_height) + "x" + std::to_string(facts_.fixed_width) +
+                  source_ + " takes only " + std::to_string(facts_.fixed.width) + "x" +
+                      std::to_string(facts_.fixed.height) + " frames (exported with --frame-size " +
+                      std::to_string(facts_.fixed.height) + "x" + std::to_string(facts_.fixed.width) +
                       "), not " + std::to_string(size.width) + "x" + std::to_string(size.height) +
                       "; export it without --frame-size for frames of any size");
     c10::InferenceMode inference;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <utility>
 
 namespace emaseg::detail {
 namespace {
@@ -84,9 +85,7 @@ std::array<int, 2> pair_of(const Reader& reader, const Json* object, const char*
   return {static_cast<int>(numbers[0]), static_cast<int>(numbers[1])};
 }
 
-}  // namespace
-
-Metadata parse_metadata(const std::string& json, const std::string& source) {
+Json parse_root(const std::string& json, const std::string& source) {
   Json root;
   try {
     root = Json::parse(json);
@@ -98,6 +97,29 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
     throw Error(Error::Kind::kModel, "model " + source +
                                          ": metadata.json is not a JSON object; re-export the model "
                                          "with python python/export.py");
+  return root;
+}
+
+FixedInput fixed_input(const Reader& reader, const std::string& source) {
+  FixedInput fixed;
+  const Json* object = reader.get("fixed_input", false);
+  if (object == nullptr || !object->is_object()) return fixed;
+  const Reader sub(*object, source);
+  for (auto [key, dim] : {std::pair{"N", &fixed.batch}, {"H", &fixed.height}, {"W", &fixed.width}})
+    if (const Json* value = member(*object, key); value != nullptr)
+      *dim = sub.integer(*value, std::string("fixed_input.") + key);
+  return fixed;
+}
+
+}  // namespace
+
+FixedInput parse_fixed_input(const std::string& json, const std::string& source) {
+  const Json root = parse_root(json, source);
+  return fixed_input(Reader(root, source), source);
+}
+
+Metadata parse_metadata(const std::string& json, const std::string& source) {
+  const Json root = parse_root(json, source);
   const Reader reader(root, source);
 
   Metadata meta;
@@ -172,13 +194,8 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   meta.checkpoint_sha256 = reader.text("checkpoint_sha256");
   meta.torch_version = reader.text("torch_version");
   meta.emaseg_version = reader.text("emaseg_version");
-  if (const Json* fixed = reader.get("fixed_input", false); fixed != nullptr && fixed->is_object()) {
-    const Reader sub(*fixed, source);
-    const Json* h = member(*fixed, "H");
-    const Json* w = member(*fixed, "W");
-    if (h != nullptr && w != nullptr)
-      meta.fixed_frame_size = cv::Size(sub.integer(*w, "fixed_input.W"), sub.integer(*h, "fixed_input.H"));
-  }
+  if (const FixedInput fixed = fixed_input(reader, source); fixed.height > 0 && fixed.width > 0)
+    meta.fixed_frame_size = cv::Size(fixed.width, fixed.height);
   return meta;
 }
 

@@ -91,6 +91,22 @@ TEST(reads_the_fixed_frame_size_of_a_package) {
                   Error, model_error("fixed_input.H is not an integer"));
 }
 
+TEST(reads_each_fixed_input_dimension) {  // what the .pt2 backend checks every call against
+  using emaseg::detail::parse_fixed_input;
+  const auto all = parse_fixed_input(R"({"fixed_input": {"N": 1, "H": 1080, "W": 1920}})", "'x.pt2'");
+  CHECK((all.batch == 1 && all.height == 1080 && all.width == 1920));
+  const auto width_only = parse_fixed_input(R"({"fixed_input": {"W": 640}})", "'x.pt2'");
+  CHECK((width_only.batch == 0 && width_only.height == 0 && width_only.width == 640));
+  const auto any = parse_fixed_input(R"({"format": "emaseg.aoti"})", "'x.pt2'");
+  CHECK((any.batch == 0 && any.height == 0 && any.width == 0));
+  CHECK_THROWS_IF(parse_fixed_input(R"({"fixed_input": {"N": "one"}})", "'x.pt2'"), Error,
+                  model_error("fixed_input.N is not an integer"));
+  CHECK_THROWS_IF(parse_fixed_input("{", "'x.pt2'"), Error, model_error("not valid JSON"));
+  // A package fixed in one dimension only has no single frame size to offer a caller.
+  CHECK(parse_metadata(valid("format", R"("format": "emaseg.aoti", "fixed_input": {"W": 640})"), "'x.pt2'")
+            .fixed_frame_size.empty());
+}
+
 TEST(refuses_foreign_or_broken_metadata) {
   CHECK_THROWS_IF(parse_metadata("not json", "'x.pt'"), Error, model_error("not valid JSON"));
   CHECK_THROWS_IF(parse_metadata(valid() + "}", "'x.pt'"), Error, model_error("not valid JSON"));
