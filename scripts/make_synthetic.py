@@ -156,5 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     return cli.run_tool(PROG, run, errors=(OSError, ValueError), describe=_describe,
                         interrupted="interrupted (completed files are valid; nothing half-written is left)")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,6 +30,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     from emaseg.atomic import WriteError, write_atomic
 from emaseg.classes import CITYSCAPES_ID_TO_TRAIN_ID  # noqa: E402
 
+
 def lookup_table() -> np.ndarray:
     table = np.full(256, 255, np.uint8)
     for label_id, train_id in CITYSCAPES_ID_TO_TRAIN_ID.items():

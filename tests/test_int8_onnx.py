@@ -241,3 +241,23 @@ def test_onnx_usage_errors(onnx_file, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1 and "exported in float32" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quiet_loggers_hide_only_the_chatter():
+    """emaseg.quiet (used around torchao's import and torch.onnx's export): warnings of the named
+    loggers are dropped inside the block, errors pass, and the levels come back after."""
+    from emaseg.quiet import quiet_loggers
+
+    chatter = _Chatter()
+    logger = logging.getLogger("emaseg.test.chatty")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(chatter)
+    try:
+        with quiet_loggers("emaseg.test.chatty"):
+            logger.warning("no CUDA kernels")
+            logger.error("a real failure")
+        logger.warning("after the block")
+    finally:
+        logger.removeHandler(chatter)
+    assert [r.getMessage() for r in chatter.records] == ["a real failure", "after the block"]
+    assert logger.level == logging.INFO

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
-import warnings
 import traceback
+import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
 from .atomic import atomic_path
+from .quiet import quiet_loggers
 
 OPSET = 18
 EXPORTERS = ("dynamo", "legacy")
@@ -63,18 +63,12 @@ def export_onnx(module, example, path: str | Path, exporter: str, opset: int = O
 
 
 @contextlib.contextmanager
-def _exporter_quiet():
+def _exporter_quiet() -> Iterator[None]:
     """torch.onnx's own chatter, none of it about the user's model: that torchvision (which this
     project does not use) is absent, and a deprecation inside torch's pytree pickling."""
-    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registry.level
-    registry.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-            yield
-    finally:
-        registry.setLevel(level)
+    with quiet_loggers("torch.onnx._internal.exporter._registration"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        yield
 
 
 def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:

@@ -31,9 +31,8 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
-from ..classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, generic_palette
-from ..classes import (ADE20K_CLASSES, COCO_STUFF_CLASSES, PASCAL_CONTEXT_59_CLASSES, VOC_CLASSES,
-                          voc_palette)
+from ..classes import (ADE20K_CLASSES, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_STUFF_CLASSES,
+                       PASCAL_CONTEXT_59_CLASSES, VOC_CLASSES, generic_palette, voc_palette)
 from .transforms import TrainTransform
 
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")

@@ -8,7 +8,6 @@ Pre-processing, the logits' resize and argmax stay float32, exactly as in the fl
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data.datasets import is_image_file
+from ..quiet import quiet_loggers
 
 CALIBRATION_FRAMES = 32  # the calibration set: up to this many images of the folder
 HELD_OUT_FRAMES = 8      # the gate's frames: up to this many others, never seen in calibration
@@ -82,19 +82,13 @@ def quantize(module: nn.Module, example: torch.Tensor, inputs: Sequence[torch.Te
     """`module(x)` with int8 convolutions, calibrated on its own `inputs`."""
     # torchao's import logs a warning per CUDA kernel library a CPU build lacks, and torch one
     # about its enum: noise for the user, the CPU path needs neither.
-    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.ERROR)
     try:
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        with quiet_loggers("torchao", "torch.utils._pytree"):
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:
         raise CalibrationError("--dtype int8 needs torchao (pip install torchao==0.18.0, or "
                                "pip install -e .[int8])") from e
-    finally:
-        for logger, level in zip(quiet, levels):
-            logger.setLevel(level)
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
     with torch.no_grad():
