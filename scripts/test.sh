@@ -5,8 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # tests set their own thread counts; avoid spinning
 # One pytest worker per core, at most 4 (one test file each at a time, so a file's session
-# fixtures are made once), each computing on one thread (pytest: 13 min 49 s on 2 cores, 2026-12-01). Passive OpenMP waiting
-# keeps a test that uses 2 threads from spinning against the other worker.
+# fixtures are made once), each computing on one thread: pytest took 13 min 49 s on 2 cores.
+# Passive OpenMP waiting keeps a test that uses 2 threads from spinning against the other worker.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 workers=$(nproc); [ "$workers" -gt 4 ] && workers=4
 
