@@ -22,13 +22,13 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 def model_predictor(model: torch.nn.Module, cfg: Config, *, aug_test: bool = False) -> Predictor:
     """Labels from an eval-mode EMANet: `cfg.test` picks whole/slide; `aug_test` adds the
     reference's multi-scale (`cfg.test.aug_ratios`) and flip averaging."""
-    from .inference import predict_logits
+    from .inference import predict_labels
 
     ratios = list(cfg.test.aug_ratios) if aug_test else None
     flip = bool(cfg.test.aug_flip) if aug_test else False
 
     def predict(images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(model, images, cfg, aug_ratios=ratios, flip=flip).argmax(dim=1)
+        return predict_labels(model, images, cfg, aug_ratios=ratios, flip=flip)
 
     return predict
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .frame_labels import frame_labels
 from .resize import _exporting, resize_uint8_like_cv2
 
 if TYPE_CHECKING:  # only for the annotation: keeps this module free of config imports when scripted
@@ -160,11 +161,41 @@ class SegInference(nn.Module):
                 passes += 1
         return total / passes
 
+    @torch.jit.export
+    def labels(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, bgr_to_rgb: bool,
+               sizes: List[Tuple[int, int]], flip: bool, label_dtype: torch.dtype) -> torch.Tensor:
+        """argmax of `scores(...)` over classes, (N, H, W) in `label_dtype`. One pass: from the
+        scores at the network size (`frame_labels`: the dense resize only where the label is in
+        doubt). Several: the mean softmax is not a combination of network-size vectors, so dense."""
+        if len(sizes) == 1 and not flip:
+            x = network_input(images, sizes[0], mean, std, bgr_to_rgb)
+            return frame_labels(self.forward(x), (images.shape[1], images.shape[2]), self.align_corners,
+                                label_dtype)
+        return labels_from_scores(self.scores(images, mean, std, bgr_to_rgb, sizes, flip), label_dtype)
+
 
 def aug_sizes(h: int, w: int, test_scale: Optional[Tuple[int, int]], ratios: List[float]) -> List[Tuple[int, int]]:
     """Network input sizes: the test resize of (h, w), then each multi-scale ratio of it."""
     base = rescale_size(h, w, test_scale) if test_scale is not None else (h, w)
     return [(int(base[0] * r + 0.5), int(base[1] * r + 0.5)) for r in ratios]
+
+
+def _inference(model: nn.Module, images: torch.Tensor, cfg: "Config", mode: Optional[str]
+               ) -> Tuple[SegInference, torch.Tensor, torch.Tensor]:
+    seg = SegInference(model, num_classes=cfg.model.num_classes, align_corners=cfg.model.align_corners,
+                       mode=mode or cfg.test.mode, crop_size=cfg.test.crop_size, stride=cfg.test.stride)
+    param = next(model.parameters())
+    mean = torch.tensor(cfg.data.mean, dtype=param.dtype, device=images.device)
+    std = torch.tensor(cfg.data.std, dtype=param.dtype, device=images.device)
+    return seg, mean, std
+
+
+def predict_labels(model: nn.Module, images: torch.Tensor, cfg: "Config", aug_ratios: Optional[List[float]] = None,
+                   flip: bool = False, mode: Optional[str] = None) -> torch.Tensor:
+    """The labels (N, H, W) int64 of `predict_logits`'s scores, as the exported file computes them."""
+    seg, mean, std = _inference(model, images, cfg, mode)
+    sizes = aug_sizes(images.shape[1], images.shape[2], cfg.data.test_scale, aug_ratios or [1.0])
+    return seg.labels(images, mean, std, cfg.data.bgr_to_rgb, sizes, flip, torch.int64)
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, cfg: "Config", aug_ratios: Optional[List[float]] = None,
@@ -173,10 +204,6 @@ def predict_logits(model: nn.Module, images: torch.Tensor, cfg: "Config", aug_ra
     slide inference, optional multi-scale ratios and flip. Returns scores (N, C, H, W) at the
     image size: logits for one pass, mean softmax for several. The exported file runs the
     same code (`SegmentationModule`)."""
-    seg = SegInference(model, num_classes=cfg.model.num_classes, align_corners=cfg.model.align_corners,
-                       mode=mode or cfg.test.mode, crop_size=cfg.test.crop_size, stride=cfg.test.stride)
-    param = next(model.parameters())
-    mean = torch.tensor(cfg.data.mean, dtype=param.dtype, device=images.device)
-    std = torch.tensor(cfg.data.std, dtype=param.dtype, device=images.device)
+    seg, mean, std = _inference(model, images, cfg, mode)
     sizes = aug_sizes(images.shape[1], images.shape[2], cfg.data.test_scale, aug_ratios or [1.0])
     return seg.scores(images, mean, std, cfg.data.bgr_to_rgb, sizes, flip)

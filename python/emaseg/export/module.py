@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..inference import SegInference, _symbolic_min, labels_from_scores, rescale_size
+from ..inference import SegInference, _symbolic_min, rescale_size
 from ..resize import _exporting
 
 MIN_SIZE = 8  # one feature pixel at output stride 8
@@ -80,18 +80,22 @@ class SegmentationModule(nn.Module):
         if images.shape[0] < 1 or images.shape[1] < 1 or images.shape[2] < 1:
             raise ValueError(f"empty image batch {list(images.shape)}")
 
-    def _scores(self, images: torch.Tensor) -> torch.Tensor:
-        """At the frame size: logits, or with flip the mean probabilities."""
+    def _sizes(self, images: torch.Tensor) -> List[Tuple[int, int]]:
+        """The network input size of these frames, checked."""
         self._check(images)
         size = self.network_size(images.shape[1], images.shape[2])
         if size[0] < self.min_size or size[1] < self.min_size:
             raise ValueError(f"network input {size[0]}x{size[1]} is smaller than {self.min_size}x{self.min_size}")
-        sizes: List[Tuple[int, int]] = [size]
-        return self.seg.scores(images, self.mean, self.std, self.bgr_to_rgb, sizes, self.flip)
+        return [size]
+
+    def _scores(self, images: torch.Tensor) -> torch.Tensor:
+        """At the frame size: logits, or with flip the mean probabilities."""
+        return self.seg.scores(images, self.mean, self.std, self.bgr_to_rgb, self._sizes(images), self.flip)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         dtype = torch.uint8 if self.label_uint8 else torch.int64
-        return labels_from_scores(self._scores(images), dtype)                      # (N, H, W)
+        return self.seg.labels(images, self.mean, self.std, self.bgr_to_rgb, self._sizes(images), self.flip,
+                               dtype)                                                # (N, H, W)
 
     @torch.jit.export
     def logits(self, images: torch.Tensor) -> torch.Tensor:
