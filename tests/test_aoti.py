@@ -64,7 +64,7 @@ def test_package_metadata_round_trips(packages):
 
     meta = read_metadata(packages["pt2"])
     expected = load_make_test_model().metadata()
-    assert meta == {**expected, "format": "emaseg.aoti", "fixed_input": {}}
+    assert meta == {**expected, "format": "emaseg.aoti", "fixed_input": {}, "frame_models": {}}
     tags = aoti.read_package_metadata(packages["pt2"])
     assert tags["emaseg_torch_version"] == torch.__version__
     assert set(tags["emaseg_cpu_flags"].split()) == set(aoti.cpu_flags())
@@ -210,8 +210,8 @@ def test_exported_pt2_equals_pt_everywhere(emanet_pt2, tmp_path):
     from emaseg.export import load_exported, read_metadata
 
     meta = read_metadata(emanet_pt2["pt2"])
-    assert meta["format"] == "emaseg.aoti" and meta["fixed_input"] == {}
-    assert {k: v for k, v in meta.items() if k not in ("format", "fixed_input")} == \
+    assert meta["format"] == "emaseg.aoti" and meta["fixed_input"] == {} and meta["frame_models"] == {}
+    assert {k: v for k, v in meta.items() if k not in ("format", "fixed_input", "frame_models")} == \
         {k: v for k, v in read_metadata(emanet_pt2["pt"]).items() if k != "format"}
     compiled, _ = load_exported(emanet_pt2["pt2"])
     scripted = torch.jit.load(str(emanet_pt2["pt"]))
@@ -230,7 +230,7 @@ def test_export_gate_refuses_a_wrong_package(emanet_pt2, packages, tmp_path, mon
     here the compile step is replaced by the tiny colour model's package."""
     from emaseg.export import ExportError, ResizePolicy, aoti, export_model
 
-    def wrong_compile(module, metadata, path, *, example, dynamic=True):
+    def wrong_compile(module, metadata, path, *, example, dynamic=True, frame_sizes=()):
         shutil.copy(packages["pt2"], path)
         return {}
 
@@ -253,7 +253,13 @@ def test_export_py_pt2_usage_errors(emanet_pt2, tmp_path):
     optimize = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--optimize"],
                               capture_output=True, text=True)
     assert optimize.returncode == 1 and "--optimize is for TorchScript files" in optimize.stderr
-    assert "Traceback" not in bad_suffix.stderr + optimize.stderr
+    sizes = subprocess.run([*export, "--output", str(tmp_path / "m.pt"), "--frame-sizes", "720x1280"],
+                           capture_output=True, text=True)
+    assert sizes.returncode == 1 and "--frame-sizes is for float .pt2 packages" in sizes.stderr
+    bad_size = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--frame-sizes", "720x1280,big"],
+                              capture_output=True, text=True)
+    assert bad_size.returncode == 2 and "--frame-sizes" in bad_size.stderr
+    assert "Traceback" not in bad_suffix.stderr + optimize.stderr + sizes.stderr + bad_size.stderr
     assert list(tmp_path.iterdir()) == []
     inspect = subprocess.run([sys.executable, str(ROOT / "python" / "export.py"), "--inspect", str(emanet_pt2["pt2"])],
                              capture_output=True, text=True)
@@ -301,6 +307,50 @@ def test_frame_size_package_takes_only_that_size(packages, tmp_path):
     assert "compiled for 160x96 frames only; using models/emanet_demo.pt" in other.stderr
 
 
+def test_frame_sizes_package_picks_its_model_by_the_frame_size(packages, tmp_path):
+    """export.py --frame-sizes: one more model compiled for exactly each size, named in the
+    metadata; the runtime runs it for frames of that size, "model" for the others."""
+    from emaseg.export import aoti, read_metadata
+
+    make = load_make_test_model()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        aoti.compile_package(make.TinyColourSegmenter().eval(), make.metadata(), tmp_path / "sizes.pt2",
+                             example=aoti.package_input((96, 160)), dynamic=False, frame_sizes=((37, 53),))
+    finally:
+        torch.set_num_threads(previous)
+    meta = read_metadata(tmp_path / "sizes.pt2")
+    assert meta["fixed_input"] == {"N": 1, "H": 96, "W": 160} and meta["frame_models"] == {"37x53": "model_37x53"}
+    compiled, _ = aoti.load_package(tmp_path / "sizes.pt2", "cpu", "model_37x53")
+    odd, ordinary = frames()[0], frames()[1]
+    with torch.inference_mode():
+        np.testing.assert_array_equal(compiled(torch.from_numpy(odd)[None])[0].numpy(),
+                                      python_labels(packages["pt"], [odd])[0])
+    for segmenter in (runtime.Segmenter(tmp_path / "sizes.pt2", threads=1),  # path and bytes
+                      runtime.Segmenter.from_bytes((tmp_path / "sizes.pt2").read_bytes(), threads=1)):
+        assert segmenter.metadata.frame_sizes == [(53, 37)]
+        for frame in (odd, ordinary):
+            np.testing.assert_array_equal(segmenter.segment(frame), python_labels(packages["pt"], [frame])[0])
+        batch = segmenter.segment_batch([odd, odd[::-1].copy()])  # one frame per call, by the runtime
+        np.testing.assert_array_equal(batch[1], python_labels(packages["pt"], [odd[::-1].copy()])[0])
+        with pytest.raises(runtime.Error, match=re.escape("takes only 160x96 frames (exported with --frame-size "
+                                                          "96x160), not 8x8 or 53x37")):
+            segmenter.segment(frames()[2])
+    if not CLI.is_file():
+        return
+    # As the CLI's default, such a package serves every size it has a model for.
+    import cv2
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(packages["pt"], tmp_path / "models" / "emanet_demo.pt")
+    shutil.copy(tmp_path / "sizes.pt2", tmp_path / "models" / "emanet_demo.pt2")
+    assert cv2.imwrite(str(tmp_path / "odd.png"), odd)
+    run = run_cli("--image", tmp_path / "odd.png", "--threads", "1", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["model"] == "models/emanet_demo.pt2" and "note" not in run.stderr
+
+
 def test_bfloat16_package_is_gated_against_float32(emanet_pt2, packages, tmp_path, monkeypatch):
     """--dtype bfloat16 .pt2: compared with the float32 module, at least 99% of labels equal;
     a package below that is refused and nothing is written."""
@@ -325,7 +375,7 @@ def test_bfloat16_package_is_gated_against_float32(emanet_pt2, packages, tmp_pat
                  for f in smooth]
     assert min(equal) >= 0.97, equal  # held-out frames: close to the gate's 99%
 
-    def wrong_compile(module, metadata, path, *, example, dynamic=True):
+    def wrong_compile(module, metadata, path, *, example, dynamic=True, frame_sizes=()):
         shutil.copy(packages["pt2"], path)
         return {}
 

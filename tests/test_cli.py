@@ -89,7 +89,7 @@ def test_video_overlay_and_masks_match_python(tmp_path, models, clip):
         np.testing.assert_array_equal(read_mask(masks / f"frame_{i:06d}.png"), labels)
     assert len(np.unique(np.stack(expected))) == 4  # every class occurs: the check has teeth
 
-    # The overlay is frame/2 + palette/2; mp4v is lossy, so compare on average. Measured mean
+    # The overlay is frame/2 + palette/2; the video codec is lossy, so compare on average. Measured mean
     # error is ~1 grey level; 6 still fails for a missing overlay (~40) or swapped R/B (~20).
     blends = [(f.astype(np.float32) + palette_bgr()[l].astype(np.float32)) / 2
               for f, l in zip(frames, expected)]
@@ -104,6 +104,26 @@ def test_video_default_output_is_stem_overlay_in_cwd(tmp_path, models, clip):
     assert result.returncode == 0, result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["clip_overlay.mp4"]
     assert len(read_video(tmp_path / "clip_overlay.mp4")[0]) == 30
+
+
+def test_overlay_video_is_h264_unless_asked_for_mp4v(tmp_path, models, clip):
+    """Browsers play H.264, not mp4v: the overlay video is H.264 where OpenCV can encode it
+    (Debian's, through libx264), and the JSON summary says which codec was written."""
+    import cv2
+
+    video, _ = clip
+    for codec, expected in ((None, "h264"), ("mp4v", "mp4v"), ("h264", "h264")):
+        out = tmp_path / f"{codec}.mp4"
+        args = ["--codec", codec] if codec else []
+        result = run_cli("--model", models["tiny"], "--video", video, "--output", out, "--threads", "1",
+                         "--json", *args)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["codec"] == expected and "note" not in result.stderr
+        capture = cv2.VideoCapture(str(out))
+        code = int(capture.get(cv2.CAP_PROP_FOURCC))
+        fourcc = "".join(chr((code >> 8 * i) & 0xFF) for i in range(4))
+        assert fourcc in (("avc1", "h264") if expected == "h264" else ("mp4v", "FMP4")), fourcc  # FFmpeg reads MPEG-4 Part 2 back as FMP4
+        assert len(read_video(out)[0]) == 30
 
 
 def test_json_summary(tmp_path, models, clip):
@@ -231,6 +251,7 @@ ERROR_CASES = [
     pytest.param("--video {clip} --model {tiny} --bogus", 2, "unknown option '--bogus'", id="unknown-option"),
     pytest.param("--video {clip} --model {tiny} --threads two", 2, "--threads expects a number", id="malformed-number"),
     pytest.param("--video {clip} --model {tiny} --alpha 1.5", 2, "--alpha must lie in [0, 1]", id="alpha-range"),
+    pytest.param("--video {clip} --model {tiny} --codec vp9", 2, "--codec must be h264 or mp4v", id="codec"),
     pytest.param("--model {tiny} --video", 2, "--video needs a value", id="missing-value"),
     pytest.param("--model {tiny} --quiet", 2, "no input", id="no-input"),
     pytest.param("--model {tiny} --video {clip} --image x.png", 2, "exactly one of", id="two-inputs"),

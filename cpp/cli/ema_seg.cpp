@@ -79,7 +79,7 @@ model:
                        load (about 1.25x faster, more memory); ignored on CUDA
 
 output:
-  --output PATH        video/camera: overlay video (mp4v; input fps and size). Default for
+  --output PATH        video/camera: overlay video (see --codec; input fps and size). Default for
                        --video: <input stem>_overlay.mp4 in the current folder; cameras
                        write no video unless given.
                        images: a folder for <stem>_overlay.png files; --image also takes a
@@ -94,6 +94,9 @@ output:
   refused before it starts. Every file appears under its name only when complete and
   checked (a video when it plays back with every frame); a failed or killed run leaves
   none. An interrupted video is kept as <stem>.partial.mp4.
+  --codec C            overlay video codec: h264 (default; browsers play it) or mp4v (MPEG-4
+                       Part 2). Without --codec, an OpenCV that cannot encode H.264 writes
+                       mp4v, with a note; --codec h264 then fails
   --alpha A            overlay opacity in [0, 1] (default 0.5)
   --show               show the overlay in a window (q or Esc stops)
 
@@ -130,6 +133,7 @@ struct CliOptions {
   std::string output;
   std::string mask_dir;
   double alpha = 0.5;
+  std::string codec;  // "h264" or "mp4v"; empty: H.264, else mp4v with a note
   bool show = false;
   std::string device = "cpu";
   bool fp16 = false;
@@ -188,6 +192,7 @@ CliOptions parse_args(int argc, char** argv) {
     else if (arg == "--output") o.output = value();
     else if (arg == "--mask-dir") o.mask_dir = value();
     else if (arg == "--alpha") o.alpha = parse_number<double>(arg, value());
+    else if (arg == "--codec") o.codec = value();
     else if (arg == "--show") o.show = flag();
     else if (arg == "--device") o.device = value();
     else if (arg == "--fp16") o.fp16 = flag();
@@ -210,6 +215,8 @@ CliOptions parse_args(int argc, char** argv) {
                                  : "give exactly one of --video, --camera, --image, --images");
   if (o.camera && *o.camera < 0) throw UsageError("--camera expects an index >= 0");
   if (!(o.alpha >= 0.0 && o.alpha <= 1.0)) throw UsageError("--alpha must lie in [0, 1]");
+  if (!o.codec.empty() && o.codec != "h264" && o.codec != "mp4v")
+    throw UsageError("--codec must be h264 or mp4v, got '" + o.codec + "'");
   if (o.threads < 0 || o.threads > emaseg::max_threads())
     throw UsageError("--threads must lie in 1.." + std::to_string(emaseg::max_threads()) +
                      " (4 x the hardware threads), got " + std::to_string(o.threads));
@@ -412,6 +419,7 @@ struct RunReport {
   std::string device;
   std::string output;    // empty: none
   std::string mask_dir;  // empty: none
+  std::string codec;     // the video's: "h264", "mp4v"; empty: none
   bool interrupted = false;
   bool partial = false;  // `output` is the interrupted run's <stem>.partial video
   emaseg::PipelineStats stats;
@@ -438,6 +446,7 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
       {"threads", threads},
       {"output", text_or_null(r.output)},
       {"mask_dir", text_or_null(r.mask_dir)},
+      {"codec", text_or_null(r.codec)},
       {"frames", s.delivered},
       {"inferred", s.inferred},
       {"reused", s.reused},
@@ -500,7 +509,7 @@ int run(const CliOptions& o) {
   // A default .pt2 compiled for one frame size (setup.sh compiles it for the sample video's)
   // is the fastest model only for that size; other inputs get the .pt, which takes any size.
   const cv::Size fixed = model->metadata().fixed_frame_size;
-  if (o.model.empty() && !fixed.empty() && (!o.images.empty() || source->frame_size() != fixed)) {
+  if (o.model.empty() && !fixed.empty() && (!o.images.empty() || !model->metadata().takes(source->frame_size()))) {
     const std::vector<std::string> candidates = default_models();
     if (candidates.size() > 1 && candidates.back() != model_path) {
       if (!o.quiet)
@@ -521,6 +530,8 @@ int run(const CliOptions& o) {
   // Where overlays go: a video for video input, a folder or one file for images.
   emaseg::OutputOptions out;
   out.alpha = o.alpha;
+  out.fourcc = o.codec == "mp4v" ? "mp4v" : "avc1";  // avc1: H.264 in an mp4
+  out.fallback_fourcc = o.codec.empty() ? "mp4v" : "";
   out.default_fps = kDefaultFps;
   out.mask_dir = o.mask_dir;
   if (!image_input) {
@@ -536,6 +547,7 @@ int run(const CliOptions& o) {
   report.output = !out.video.empty() ? out.video : !out.overlay_file.empty() ? out.overlay_file
                                                                                : out.overlay_dir;
   report.mask_dir = out.mask_dir;
+  report.codec = outputs.fourcc() == "avc1" ? "h264" : outputs.fourcc();
   if (!o.quiet)
     for (const auto& note : outputs.notes()) print_stderr("note", note);
 

@@ -426,6 +426,14 @@ PYBIND11_MODULE(_runtime, m) {
       .def_readonly("checkpoint_sha256", &emaseg::Metadata::checkpoint_sha256)
       .def_readonly("torch_version", &emaseg::Metadata::torch_version)
       .def_readonly("emaseg_version", &emaseg::Metadata::emaseg_version)
+      .def_property_readonly(
+          "frame_sizes",
+          [](const emaseg::Metadata& meta) {
+            std::vector<std::pair<int, int>> sizes;
+            for (const cv::Size& size : meta.frame_sizes) sizes.emplace_back(size.width, size.height);
+            return sizes;
+          },
+          "(width, height) of each frame size a .pt2 holds a model compiled for exactly")
       .def_readonly("json", &emaseg::Metadata::json, "the raw metadata.json")
       .def("to_dict", [](const emaseg::Metadata& meta) {
         return py::module_::import("json").attr("loads")(meta.json);

@@ -82,6 +82,7 @@ struct PackageFacts {
   std::string device_key;     // "cpu" or "cuda"
   bool has_probabilities = false;
   FixedInput fixed;  // --frame-size packages: one frame of one size per call
+  std::vector<FrameModel> frame_models;  // --frame-sizes: a model for frames of exactly one size
 };
 
 // Everything that decides whether this process can run the package, read without loading it.
@@ -104,6 +105,13 @@ PackageFacts inspect(PyTorchStreamReader& reader, const std::string& source,
     throw Error(Error::Kind::kModel, source + " is an AOTInductor package without ema-seg "
                                               "metadata; export models with python python/export.py");
   facts.fixed = parse_fixed_input(facts.metadata_json, source);
+  facts.frame_models = parse_frame_models(facts.metadata_json, source);
+  for (const FrameModel& frame_model : facts.frame_models) {
+    model_metadata(reader, frame_model.name, found);
+    if (!found)
+      throw Error(Error::Kind::kModel, source + " names a model '" + frame_model.name +
+                                           "' it does not hold; export it again with python python/export.py");
+  }
   const std::string built_with = base_version(get("emaseg_torch_version"));
   if (built_with != base_version(TORCH_VERSION))
     throw Error(Error::Kind::kModel,
@@ -165,18 +173,21 @@ class AotiBackend final : public ModelBackend {
       : path_(path), facts_(std::move(facts)), device_(device), source_(source) {
     labels_ = open(kLabelsModel);
     if (open_all && facts_.has_probabilities) probabilities_ = open(kProbabilitiesModel);
+    if (open_all)
+      for (const FrameModel& model : facts_.frame_models) loader(model);
   }
 
   const std::string& metadata_json() const override { return facts_.metadata_json; }
   std::string device() const override { return device_.str(); }
 
   std::vector<cv::Mat> labels(const std::vector<cv::Mat>& frames) override {
-    if (facts_.fixed.batch == 1 && frames.size() > 1) {  // compiled for one frame per call
+    const FrameModel* sized = frame_model(frames[0].size());
+    if ((sized != nullptr || facts_.fixed.batch == 1) && frames.size() > 1) {  // one frame per call
       std::vector<cv::Mat> all;
       for (const cv::Mat& frame : frames) all.push_back(labels({frame}).front());
       return all;
     }
-    const torch::Tensor out = run(*labels_, frames);
+    const torch::Tensor out = sized != nullptr ? run(loader(*sized), frames, false) : run(*labels_, frames);
     return tensor_to_labels(out, static_cast<int>(frames.size()), frames[0].rows, frames[0].cols,
                             "the .pt2 model");
   }
@@ -201,17 +212,31 @@ class AotiBackend final : public ModelBackend {
     }
   }
 
-  torch::Tensor run(torch::inductor::AOTIModelPackageLoader& loader,
-                    const std::vector<cv::Mat>& frames) const {
+  // The model compiled for frames of exactly `size`, if the package has one.
+  const FrameModel* frame_model(cv::Size size) const {
+    for (const FrameModel& model : facts_.frame_models)
+      if (model.size == size) return &model;
+    return nullptr;
+  }
+
+  // Opened on the first frame of its size: an app at one resolution loads one model.
+  torch::inductor::AOTIModelPackageLoader& loader(const FrameModel& model) {
+    auto& slot = frame_loaders_[model.name];
+    if (!slot) slot = open(model.name.c_str());
+    return *slot;
+  }
+
+  torch::Tensor run(torch::inductor::AOTIModelPackageLoader& loader, const std::vector<cv::Mat>& frames,
+                    bool check_fixed = true) const {
     const cv::Size size = frames[0].size();
-    if ((facts_.fixed.height > 0 && size.height != facts_.fixed.height) ||
-        (facts_.fixed.width > 0 && size.width != facts_.fixed.width))
+    if (check_fixed && ((facts_.fixed.height > 0 && size.height != facts_.fixed.height) ||
+                        (facts_.fixed.width > 0 && size.width != facts_.fixed.width)))
       throw Error(Error::Kind::kArgument,
                   source_ + " takes only " + std::to_string(facts_.fixed.width) + "x" +
                       std::to_string(facts_.fixed.height) + " frames (exported with --frame-size " +
                       std::to_string(facts_.fixed.height) + "x" + std::to_string(facts_.fixed.width) +
                       "), not " + std::to_string(size.width) + "x" + std::to_string(size.height) +
-                      "; export it without --frame-size for frames of any size");
+                      sizes_note() + "; export it without --frame-size for frames of any size");
     c10::InferenceMode inference;
     try {
       std::vector<torch::Tensor> out = loader.run({frames_to_tensor(frames, device_)});
@@ -226,12 +251,21 @@ class AotiBackend final : public ModelBackend {
     }
   }
 
+  std::string sizes_note() const {  // " or W x H, ..." for the frame models
+    std::string note;
+    for (const FrameModel& model : facts_.frame_models)
+      note += std::string(note.empty() ? " or " : ", ") + std::to_string(model.size.width) + "x" +
+              std::to_string(model.size.height);
+    return note;
+  }
+
   std::string path_;  // a temporary copy for in-memory packages: valid only in the constructor
   PackageFacts facts_;
   torch::Device device_;
   std::string source_;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> labels_;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> probabilities_;
+  std::map<std::string, std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> frame_loaders_;
 };
 
 std::unique_ptr<ModelBackend> load(const std::string& path, PyTorchStreamReader& reader,

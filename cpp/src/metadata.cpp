@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <utility>
 
 namespace emaseg::detail {
@@ -111,7 +112,29 @@ FixedInput fixed_input(const Reader& reader, const std::string& source) {
   return fixed;
 }
 
+std::vector<FrameModel> frame_models(const Reader& reader) {
+  std::vector<FrameModel> models;
+  const Json* object = reader.get("frame_models", false);
+  if (object == nullptr) return models;
+  if (!object->is_object()) reader.fail("\"frame_models\" is not an object");
+  for (const auto& [key, value] : object->items()) {
+    int height = 0, width = 0;
+    char rest = 0;
+    if (std::sscanf(key.c_str(), "%dx%d%c", &height, &width, &rest) != 2 || height < 1 || width < 1)
+      reader.fail("\"frame_models\" has the key \"" + key + "\", not a size HxW");
+    if (!value.is_string() || value.get<std::string>().empty())
+      reader.fail("\"frame_models\".\"" + key + "\" is not a model name");
+    models.push_back({cv::Size(width, height), value.get<std::string>()});
+  }
+  return models;
+}
+
 }  // namespace
+
+std::vector<FrameModel> parse_frame_models(const std::string& json, const std::string& source) {
+  const Json root = parse_root(json, source);
+  return frame_models(Reader(root, source));
+}
 
 FixedInput parse_fixed_input(const std::string& json, const std::string& source) {
   const Json root = parse_root(json, source);
@@ -196,6 +219,7 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   meta.emaseg_version = reader.text("emaseg_version");
   if (const FixedInput fixed = fixed_input(reader, source); fixed.height > 0 && fixed.width > 0)
     meta.fixed_frame_size = cv::Size(fixed.width, fixed.height);
+  for (const FrameModel& model : frame_models(reader)) meta.frame_sizes.push_back(model.size);
   return meta;
 }
 

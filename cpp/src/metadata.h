@@ -5,6 +5,7 @@
 #include "emaseg/emaseg.h"
 
 #include <string>
+#include <vector>
 
 namespace emaseg::detail {
 
@@ -22,5 +23,13 @@ struct FixedInput {
   int width = 0;
 };
 FixedInput parse_fixed_input(const std::string& json, const std::string& source);
+
+// metadata.json's "frame_models" ({"HxW": model name}): the labels models of a .pt2 package
+// compiled for frames of exactly one size (export.py --frame-sizes); empty when there are none.
+struct FrameModel {
+  cv::Size size;     // (width, height)
+  std::string name;  // the package's model name
+};
+std::vector<FrameModel> parse_frame_models(const std::string& json, const std::string& source);
 
 }  // namespace emaseg::detail

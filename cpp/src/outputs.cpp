@@ -83,6 +83,7 @@ struct RunOutputs::Impl {
   std::set<FileId> inputs;
   std::map<std::string, std::string> stems;  // input image -> output stem
   std::unique_ptr<VideoOutput> video;
+  std::string fourcc;  // the video's
   std::vector<std::string> notes;
 
   Impl(const Segmenter& s, const OutputOptions& o) : segmenter(s), options(o) {}
@@ -143,11 +144,22 @@ RunOutputs::RunOutputs(const Segmenter& segmenter, const FrameSource& source,
 
   if (!options.mask_dir.empty()) make_folder(options.mask_dir, "mask folder");
   if (!options.overlay_dir.empty()) make_folder(options.overlay_dir, "output folder");
-  if (!options.video.empty())
-    m.video = std::make_unique<VideoOutput>(
-        options.video, source.fps() > 0 ? source.fps() : options.default_fps, source.frame_size(),
-        options.fourcc);
+  if (!options.video.empty()) {
+    const double fps = source.fps() > 0 ? source.fps() : options.default_fps;
+    m.fourcc = options.fourcc;
+    try {
+      m.video = std::make_unique<VideoOutput>(options.video, fps, source.frame_size(), m.fourcc);
+    } catch (const Error& e) {
+      if (e.kind() != Error::Kind::kOutput || options.fallback_fourcc.empty()) throw;
+      m.fourcc = options.fallback_fourcc;  // e.g. an OpenCV built without an H.264 encoder
+      m.video = std::make_unique<VideoOutput>(options.video, fps, source.frame_size(), m.fourcc);
+      m.notes.push_back("this OpenCV cannot encode fourcc '" + options.fourcc + "'; '" + options.video +
+                        "' is written as '" + m.fourcc + "' (browsers may not play it)");
+    }
+  }
 }
+
+std::string RunOutputs::fourcc() const { return impl_->video ? impl_->fourcc : std::string(); }
 
 RunOutputs::~RunOutputs() = default;
 

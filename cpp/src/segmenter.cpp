@@ -54,6 +54,11 @@ const Options& checked(const Options& options) {
 
 }  // namespace
 
+bool Metadata::takes(cv::Size size) const {
+  return fixed_frame_size.empty() || size == fixed_frame_size ||
+         std::find(frame_sizes.begin(), frame_sizes.end(), size) != frame_sizes.end();
+}
+
 int max_threads() {
   const unsigned hardware = std::thread::hardware_concurrency();
   return 4 * static_cast<int>(hardware > 0 ? hardware : 1);

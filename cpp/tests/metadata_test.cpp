@@ -136,3 +136,24 @@ TEST(format_version_mismatch_says_what_to_do) {
   CHECK_THROWS_IF(parse_metadata(valid("format_version", R"("format_version": 2)"), "'models/a.pt'"),
                   Error, model_error("models/a.pt"));
 }
+
+TEST(reads_the_frame_models_of_a_package) {  // export.py --frame-sizes
+  using emaseg::detail::parse_frame_models;
+  const auto models = parse_frame_models(
+      R"({"frame_models": {"1080x1920": "model_1080x1920", "720x1280": "model_720x1280"}})", "'x.pt2'");
+  CHECK_EQ(models.size(), std::size_t(2));
+  const auto m = parse_metadata(
+      valid("format", R"("format": "emaseg.aoti", "fixed_input": {"N": 1, "H": 256, "W": 512},
+            "frame_models": {"1080x1920": "model_1080x1920"})"), "'x.pt2'");
+  CHECK_EQ(m.frame_sizes.size(), std::size_t(1));
+  CHECK(m.frame_sizes[0] == cv::Size(1920, 1080));
+  CHECK(m.takes(cv::Size(1920, 1080)) && m.takes(cv::Size(512, 256)) && !m.takes(cv::Size(1280, 720)));
+  CHECK(parse_metadata(valid(), "'x.pt'").takes(cv::Size(33, 17)));  // a .pt takes any size
+  CHECK(parse_frame_models(R"({"format": "emaseg.aoti"})", "'x.pt2'").empty());
+  CHECK_THROWS_IF(parse_frame_models(R"({"frame_models": {"big": "model_big"}})", "'x.pt2'"), Error,
+                  model_error("has the key \"big\", not a size HxW"));
+  CHECK_THROWS_IF(parse_frame_models(R"({"frame_models": {"8x8": 3}})", "'x.pt2'"), Error,
+                  model_error("\"frame_models\".\"8x8\" is not a model name"));
+  CHECK_THROWS_IF(parse_frame_models(R"({"frame_models": []})", "'x.pt2'"), Error,
+                  model_error("\"frame_models\" is not an object"));
+}

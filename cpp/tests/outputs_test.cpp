@@ -183,3 +183,49 @@ TEST(threads_and_pixels_are_bounded) {
   CHECK(limited.segment(frame(1)).size() == cv::Size(32, 24));  // exactly the limit
   CHECK_THROWS_IF(limited.segment(cv::Mat(25, 32, CV_8UC3, cv::Scalar(0))), Error, argument);
 }
+
+TEST(run_outputs_write_h264_or_fall_back_with_a_note) {
+  const fs::path dir = scratch("codec");
+  {
+    emaseg::VideoOutput input((dir / "in.mp4").string(), 10.0, {64, 48});
+    for (int i = 0; i < 3; ++i) input.write(frame(i * 50));
+    input.close();
+  }
+  const auto fourcc_of = [](const fs::path& path) {
+    cv::VideoCapture capture(path.string());
+    const int code = static_cast<int>(capture.get(cv::CAP_PROP_FOURCC));
+    std::string text(4, ' ');
+    for (int i = 0; i < 4; ++i) text[i] = static_cast<char>((code >> (8 * i)) & 0xff);
+    return text;
+  };
+  const auto run = [&](const emaseg::OutputOptions& options) {
+    const auto source = emaseg::open_video((dir / "in.mp4").string());
+    emaseg::RunOutputs outputs(segmenter(), *source, options);
+    emaseg::run_pipeline(segmenter(), *source, [&](const emaseg::FrameResult& r) {
+      outputs.write(r);
+      return true;
+    });
+    outputs.finish();
+    return std::make_pair(outputs.fourcc(), outputs.notes());
+  };
+  emaseg::OutputOptions options;
+  options.video = (dir / "h264.mp4").string();
+  options.fourcc = "avc1";  // Debian's OpenCV encodes H.264 through libx264
+  const auto [h264, h264_notes] = run(options);
+  CHECK(h264 == "avc1" && h264_notes.empty());
+  CHECK(fourcc_of(dir / "h264.mp4") == "avc1" || fourcc_of(dir / "h264.mp4") == "h264");
+  CHECK_EQ(frames_in(dir / "h264.mp4"), 3);
+
+  options.video = (dir / "fallback.mp4").string();
+  options.fourcc = "zzzz";  // no such encoder: written with the fallback, and said so
+  options.fallback_fourcc = "mp4v";
+  const auto [fallback, notes] = run(options);
+  CHECK(fallback == "mp4v" && notes.size() == 1u);
+  CHECK(notes[0].find("cannot encode fourcc 'zzzz'") != std::string::npos);
+  CHECK_EQ(frames_in(dir / "fallback.mp4"), 3);
+
+  options.video = (dir / "refused.mp4").string();
+  options.fallback_fourcc.clear();  // asked for explicitly: an error, and no file
+  CHECK_THROWS_IF(run(options), Error, output_error);
+  CHECK(!fs::exists(dir / "refused.mp4"));
+}

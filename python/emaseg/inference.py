@@ -61,6 +61,13 @@ def _symbolic_max(a: int, b: int) -> int:
     return torch.sym_max(a, b)
 
 
+@torch.jit.unused
+def _dense_only(images: torch.Tensor) -> bool:
+    """Where `frame_labels` cannot run: ONNX (its data-dependent gathers have no ONNX form; ORT runs
+    the reference's dense resize and argmax) and the meta device (FLOP counting has no values)."""
+    return images.device.type == "meta" or torch.onnx.is_in_onnx_export()
+
+
 def resize(x: torch.Tensor, size: Tuple[int, int], align_corners: bool) -> torch.Tensor:
     if x.shape[2] == size[0] and x.shape[3] == size[1]:
         return x
@@ -167,7 +174,7 @@ class SegInference(nn.Module):
         """argmax of `scores(...)` over classes, (N, H, W) in `label_dtype`. One pass: from the
         scores at the network size (`frame_labels`: the dense resize only where the label is in
         doubt). Several: the mean softmax is not a combination of network-size vectors, so dense."""
-        if len(sizes) == 1 and not flip:
+        if len(sizes) == 1 and not flip and (torch.jit.is_scripting() or not _dense_only(images)):
             x = network_input(images, sizes[0], mean, std, bgr_to_rgb)
             return frame_labels(self.forward(x), (images.shape[1], images.shape[2]), self.align_corners,
                                 label_dtype)

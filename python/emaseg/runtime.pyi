@@ -45,6 +45,9 @@ class Metadata:
     def resize(self) -> list[int]:
         """The numbers of the resize: [long, short], [H, W], [N] or []."""
     @property
+    def frame_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of each frame size a .pt2 holds a model compiled for exactly."""
+    @property
     def slide_crop(self) -> list[int]: ...
     @property
     def slide_stride(self) -> list[int]: ...

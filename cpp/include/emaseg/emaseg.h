@@ -94,8 +94,14 @@ struct Metadata {
   std::string checkpoint_sha256;
   std::string torch_version;
   std::string emaseg_version;
-  // A .pt2 exported with --frame-size takes frames of only this size; empty: any size.
+  // A .pt2 exported with --frame-size takes frames of only this size (and those of
+  // frame_sizes); empty: any size.
   cv::Size fixed_frame_size;
+  // Frame sizes a .pt2 holds a model compiled for exactly (export.py --frame-sizes), the
+  // fastest for those sizes; the runtime picks it by the frame's size.
+  std::vector<cv::Size> frame_sizes;
+  // Whether frames of `size` run: any size, the fixed size, or one of frame_sizes.
+  bool takes(cv::Size size) const;
   std::string json;  // the raw metadata.json
 };
 

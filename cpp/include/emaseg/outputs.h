@@ -42,7 +42,8 @@ struct OutputOptions {
   std::string mask_dir;      // label PNGs: frame_%06d.png (video) or <stem>.png (images);
                              // 8-bit, 16-bit beyond 256 classes; for inferred frames only
   double alpha = 0.5;        // overlay opacity
-  std::string fourcc = "mp4v";
+  std::string fourcc = "mp4v";     // "avc1": H.264
+  std::string fallback_fourcc;     // written instead, with a note, when `fourcc` cannot be ("": fail)
   double default_fps = 30.0;  // for sources that report no frame rate (cameras, streams)
 };
 
@@ -67,7 +68,10 @@ class RunOutputs {
 
   // Temporary files in use now, for a signal handler that must remove them before it quits.
   std::vector<std::string> temp_files() const;
-  // Remarks made while planning the outputs (renamed outputs of colliding stems).
+  // The fourcc the video is written with ("" without a video).
+  std::string fourcc() const;
+  // Remarks made while planning the outputs (renamed outputs of colliding stems, a codec
+  // fallback).
   const std::vector<std::string>& notes() const;
 
  private:

@@ -156,8 +156,11 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
                  resize: Optional[ResizePolicy] = None, flip: bool = False, dtype: str = "float32",
                  device: str = "cpu", optimize: bool = False, frames: Optional[list[torch.Tensor]] = None,
                  frame_size: Optional[tuple[int, int]] = None,
-                 calibration: Optional[str | Path] = None) -> ExportReport:
+                 calibration: Optional[str | Path] = None,
+                 frame_sizes: tuple[tuple[int, int], ...] = ()) -> ExportReport:
     """`frame_size` (.pt2 only): compile for frames of exactly (H, W) instead of any size.
+    `frame_sizes` (float .pt2 only): also compile one model for frames of exactly each (H, W), which
+    the runtime takes for frames of that size.
     `dtype="int8"` (.pt2 only): post-training quantisation calibrated on the images under the
     folder `calibration`."""
     output = Path(output)
@@ -168,6 +171,10 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
     if output.suffix not in (".pt", aoti.SUFFIX, ".onnx"):
         raise ExportError(f"cannot write {output}: the suffix picks the format, .pt (TorchScript), "
                           f".pt2 (AOTInductor package) or .onnx")
+    if frame_sizes and (output.suffix != aoti.SUFFIX or dtype == "int8"):
+        raise ExportError("--frame-sizes is for float .pt2 packages")
+    if any(min(size) < MIN_SIZE for size in frame_sizes):
+        raise ExportError(f"--frame-sizes: every size must be at least {MIN_SIZE}x{MIN_SIZE}")
     if dtype == "int8":
         return _export_int8(checkpoint, output, mode=mode, resize=resize, flip=flip, device=device,
                             optimize=optimize, frame_size=frame_size, calibration=calibration)
@@ -187,7 +194,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
             reference, _ = build_module(checkpoint, mode=mode, resize=resize, flip=flip, dtype="float32",
                                         device=device)
         return _export_package(module, meta, output, dtype=dtype, device=device, frames=frames,
-                               frame_size=frame_size, reference=reference)
+                               frame_size=frame_size, reference=reference, frame_sizes=tuple(frame_sizes))
     if frame_size is not None:
         raise ExportError("--frame-size is for .pt2 packages; a .pt file takes frames of any size")
     scripted = script_module(module, optimize)
@@ -255,7 +262,7 @@ def check_package_parity(eager: SegmentationModule, labels: Any, probabilities: 
 
 def _export_package(module: SegmentationModule, meta: dict[str, Any], output: Path, *, dtype: str, device: str,
                     frames: Optional[list[torch.Tensor]], frame_size: Optional[tuple[int, int]],
-                    reference: SegmentationModule) -> ExportReport:
+                    reference: SegmentationModule, frame_sizes: tuple[tuple[int, int], ...] = ()) -> ExportReport:
     """torch.export + AOTInductor into a temporary .pt2 beside `output`, gated like the .pt: against
     `reference`, the float32 module (for a float32 package, `module` itself)."""
     if frame_size is not None and min(frame_size) < MIN_SIZE:
@@ -263,8 +270,10 @@ def _export_package(module: SegmentationModule, meta: dict[str, Any], output: Pa
     meta = {**meta, "format": aoti.FORMAT}
     example = aoti.package_input(frame_size).to(device)
     with _export_errors(), atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-        fixed = aoti.compile_package(module, meta, tmp, example=example, dynamic=frame_size is None)
+        fixed = aoti.compile_package(module, meta, tmp, example=example, dynamic=frame_size is None,
+                                     frame_sizes=frame_sizes)
         meta["fixed_input"] = fixed
+        meta["frame_models"] = {f"{h}x{w}": aoti.frame_model_name((h, w)) for h, w in frame_sizes}
         if "H" in fixed or "W" in fixed:  # the gate can only feed what the package takes
             h, w = fixed.get("H", example.shape[1]), fixed.get("W", example.shape[2])
             sizes = [(fixed.get("N", 1), h, w)]
@@ -275,6 +284,10 @@ def _export_package(module: SegmentationModule, meta: dict[str, Any], output: Pa
         tolerance = LOW_PRECISION_PROBABILITY if low else PACKAGE_TOLERANCE[dtype]
         rows = check_package_parity(reference, labels, probabilities, frames or parity_frames(PACKAGE_PARITY_SIZES),
                                     tolerance, device, min_agreement=LOW_PRECISION_AGREEMENT if low else None)
+        for size in frame_sizes:  # each fixed-size model on a frame of its size (labels only)
+            compiled, _ = aoti.load_package(tmp, device, aoti.frame_model_name(size))
+            rows += check_package_parity(reference, compiled, None, parity_frames(((1, *size),)), tolerance,
+                                         device, min_agreement=LOW_PRECISION_AGREEMENT if low else None)
         if not all(r["ok"] for r in rows):
             if low:
                 report = "; ".join(f"{r['shape']}: {r['agreement']:.2%} of labels equal to float32's, max "
