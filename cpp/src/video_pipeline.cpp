@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <mutex>
 #include <thread>
 
 namespace emaseg {
@@ -120,6 +121,9 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
   PipelineStats stats;
   stats.class_pixels.assign(std::size_t(segmenter.metadata().num_classes), 0);
   LatencyRecorder model_ms, latency_ms;
+  // Held by the model while it runs and by the reader while it decodes, when they take turns.
+  std::mutex cores;
+  const bool take_turns = options.decode_between_frames && !live;
 
   std::thread reader([&] {
     try {
@@ -132,7 +136,10 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
         Decoded item;
         item.index = index;
         item.start = Clock::now();
+        std::unique_lock<std::mutex> turn(cores, std::defer_lock);
+        if (take_turns) turn.lock();
         const FrameSource::Status status = source.read(item.frame, item.name);
+        if (turn.owns_lock()) turn.unlock();
         if (status == FrameSource::Status::kEnd) break;
         if (status == FrameSource::Status::kUnreadable) {
           ++unreadable;
@@ -164,6 +171,8 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
         Segmented out;
         out.inferred = n % options.every == 0;
         if (out.inferred) {
+          std::unique_lock<std::mutex> turn(cores, std::defer_lock);
+          if (take_turns) turn.lock();
           const auto t0 = Clock::now();
           try {
             last_labels = segmenter.segment(item->frame);

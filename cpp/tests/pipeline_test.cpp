@@ -95,6 +95,26 @@ TEST(delivers_every_frame_in_order) {
   CHECK(stats.latency_ms.p95 >= stats.latency_ms.p50);
 }
 
+TEST(decoding_beside_or_between_model_calls_delivers_the_same) {
+  for (const bool between : {true, false}) {
+    ScriptedSource source(12, false);
+    emaseg::PipelineOptions options;
+    options.decode_between_frames = between;
+    std::vector<long long> indices;
+    int wrong_labels = 0;
+    const auto stats = emaseg::run_pipeline(segmenter(), source, [&](const FrameResult& r) {
+      indices.push_back(r.index);
+      if (!same(r.labels, segmenter().segment(frame_for(r.index)))) ++wrong_labels;
+      return true;
+    }, options);
+    std::vector<long long> expected(12);
+    std::iota(expected.begin(), expected.end(), 0);
+    CHECK(indices == expected);
+    CHECK_EQ(wrong_labels, 0);
+    CHECK_EQ(stats.inferred, 12);
+  }
+}
+
 TEST(every_n_reuses_labels) {
   ScriptedSource source(20, false);
   cv::Mat last;
