@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+from child_signals import default_sigint
+
 REPO = Path(__file__).resolve().parents[1]
 # The CLI lands here with `cmake -S . -B build && cmake --build build -j2`; EMASEG_CLI overrides.
 CLI = Path(os.environ.get("EMASEG_CLI", REPO / "build" / "ema_seg"))
@@ -111,8 +113,9 @@ def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 120) ->
 
 
 def start_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.Popen:
+    """The CLI in the background, with SIGINT's default action whatever the suite inherited."""
     return subprocess.Popen([str(require_cli()), *map(str, args)], cwd=cwd, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def rss_kb(pid: int) -> int | None:

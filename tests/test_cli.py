@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import threading
 import time
@@ -373,3 +374,21 @@ def test_long_run_memory_stays_flat(tmp_path, models):
 
     assert len(steady) >= 20, f"only {len(steady)} samples: the run is too short to judge"
     assert max(steady) <= 1.05 * steady[0], (steady[0], max(steady))
+
+
+def test_names_from_the_user_reach_the_terminal_escaped(tmp_path, models, clip):
+    """A crafted file name (ESC sequences: set the terminal's title, clear the screen) is shown as
+    visible escapes in errors, notes and the summary, and as \\u escapes in --json."""
+    crafted = "\x1b]0;pwned\x07\x1b[2J\u009b"
+    missing = run_cli("--model", models["tiny"], "--video", tmp_path / f"{crafted}.avi", "--threads", "1")
+    assert missing.returncode == 4, missing.stderr
+    assert "\x1b" not in missing.stderr and "\x07" not in missing.stderr and "\u009b" not in missing.stderr
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x9b" in missing.stderr
+    video = tmp_path / f"{crafted}.avi"
+    shutil.copy(clip[0], video)
+    done = run_cli("--model", models["tiny"], "--video", video, "--output", tmp_path / f"{crafted}.mp4", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\\x1b]0;pwned" in done.stderr  # the summary names the output
+    report = run_cli("--model", models["tiny"], "--video", video, "--threads", "1", "--json")
+    assert report.returncode == 0 and "\x1b" not in report.stdout and "\u009b" not in report.stdout
+    assert json.loads(report.stdout)["input"] == str(video)

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import fake_data
+from child_signals import default_sigint
 from emaseg import build_model, get_config, save_checkpoint
 from emaseg.atomic import WriteError, atomic_open, atomic_path, check_output, same_file, temp_prefix, write_atomic
 
@@ -118,7 +119,7 @@ def assert_nothing_written(path: Path, before: bytes | None = None) -> None:
 def interrupt_when(cmd: list, ready, timeout: float = 120) -> subprocess.CompletedProcess:
     """Starts `cmd`, sends SIGINT once `ready()` is true, returns how it ended."""
     proc = subprocess.Popen([sys.executable, *map(str, cmd)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+                            text=True, env=ENV, preexec_fn=default_sigint)
     deadline = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -126,6 +127,18 @@ def interrupt_when(cmd: list, ready, timeout: float = 120) -> subprocess.Complet
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_interrupted_children_get_sigint_even_where_the_suite_ignores_it(tmp_path):
+    """As when the suite is started from a background job: SIGINT ignored in the test process."""
+    script, ready = tmp_path / "wait.py", tmp_path / "ready"
+    script.write_text("import pathlib, sys, time\npathlib.Path(sys.argv[1]).touch()\ntime.sleep(60)\n")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        done = interrupt_when([script, ready], ready.exists, timeout=30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done.returncode == -signal.SIGINT and "KeyboardInterrupt" in done.stderr, done.stderr
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -499,3 +512,13 @@ def test_tools_end_the_same_way(capsys):
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: its traceback stays
         ends(ZeroDivisionError("bug"))
     assert len(cleaned) == 7   # every call above
+
+
+def test_tool_errors_show_crafted_names_escaped(tmp_path):
+    """A file name with terminal control characters reaches stderr as visible escapes."""
+    crafted = tmp_path / "\x1b]0;pwned\x07\x1b[2J.pth"
+    result = subprocess.run([sys.executable, str(ROOT / "python" / "export.py"), "--checkpoint", str(crafted),
+                             "--output", str(tmp_path / "out.pt")], capture_output=True, text=True, env=ENV)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr, result.stderr
+    assert "\\x1b]0;pwned\\x07" in result.stderr

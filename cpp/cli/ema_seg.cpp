@@ -297,7 +297,7 @@ void print_stderr(const std::string& kind, std::string message) {
   std::lock_guard<std::mutex> lock(g_stderr_mutex);
   if (g_progress_open) std::fputc('\n', stderr);
   g_progress_open = false;
-  std::fprintf(stderr, "ema_seg: %s: %s\n", kind.c_str(), message.c_str());
+  std::fprintf(stderr, "ema_seg: %s: %s\n", kind.c_str(), emaseg::printable(message).c_str());
   std::fflush(stderr);
 }
 
@@ -464,7 +464,8 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
       {"peak_rss_mb", rss >= 0 ? nlohmann::ordered_json(double(rss) / 1024.0) : nlohmann::ordered_json()},
   };
   // Invalid UTF-8 in a path (a file name is bytes) is replaced rather than failing the run.
-  const std::string text = report.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+  // ensure_ascii: every control character of a file name or URL arrives as a \u escape.
+  const std::string text = report.dump(2, ' ', true, nlohmann::ordered_json::error_handler_t::replace) + "\n";
   std::fputs(text.c_str(), stdout);
   std::fflush(stdout);
 }
@@ -630,7 +631,7 @@ int run(const CliOptions& o) {
     if (!report.output.empty()) line << " -> " << report.output;
     if (report.partial) line << " (partial)";
     std::lock_guard<std::mutex> lock(g_stderr_mutex);
-    std::fprintf(stderr, "%s\n", line.str().c_str());
+    std::fprintf(stderr, "%s\n", emaseg::printable(line.str()).c_str());
   }
   if (report.interrupted) return kExitInterrupted;
   return bad_images ? kExitSomeFailed : kExitOk;

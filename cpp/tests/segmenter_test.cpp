@@ -186,6 +186,14 @@ TEST(missing_file_is_a_model_error) {
                   error_of(Error::Kind::kModel, "does not exist"));
 }
 
+TEST(error_messages_escape_terminal_controls) {
+  // ESC (clear screen), BEL, DEL and UTF-8's C1 CSI become visible escapes; line breaks stay.
+  const Error e(Error::Kind::kInput, "a\x1b[2Jb\x07" "c\x7f\nd\xc2\x9b" "e \xc3\xa9");
+  CHECK_EQ(std::string(e.what()), std::string("a\\x1b[2Jb\\x07c\\x7f\nd\\x9be \xc3\xa9"));
+  CHECK_THROWS_IF(emaseg::Segmenter("/nonexistent/\x1b]0;title\x07" ".pt"), Error,
+                  error_of(Error::Kind::kModel, "\\x1b]0;title\\x07.pt"));
+}
+
 TEST(garbage_is_not_torchscript) {
   const std::string path = check::test_arg(0) + ".garbage";
   std::ofstream(path, std::ios::binary) << std::string(4096, 'x');

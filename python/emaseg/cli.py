@@ -15,6 +15,14 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def printable(text: str) -> str:
+    """`text` with terminal control characters (C0 but line breaks and tabs, DEL, C1) escaped as
+    \\xNN: a crafted file name or URL in a message cannot clear the screen or retitle the terminal.
+    The C++ runtime's `emaseg::printable` does the same to its messages."""
+    return "".join(f"\\x{ord(c):02x}" if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F else c
+                   for c in text)
+
+
 def run_tool(prog: str, main: Callable[[], object], *, errors: tuple[type[BaseException], ...],
              usage_errors: tuple[type[BaseException], ...] = (), describe: Callable[[BaseException], str] = str,
              interrupted: str = "interrupted", cleanup: Callable[[], None] | None = None) -> int:
@@ -25,10 +33,10 @@ def run_tool(prog: str, main: Callable[[], object], *, errors: tuple[type[BaseEx
         status = main()
         return status if isinstance(status, int) else 0
     except usage_errors as e:
-        print(f"{prog}: error: {describe(e)}", file=sys.stderr)
+        print(f"{prog}: error: {printable(describe(e))}", file=sys.stderr)
         return 2
     except errors as e:
-        print(f"{prog}: error: {describe(e)}", file=sys.stderr)
+        print(f"{prog}: error: {printable(describe(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)

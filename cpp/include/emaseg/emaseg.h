@@ -30,11 +30,17 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace emaseg {
 
 // Every failure of the runtime. kind() lets an app react (the CLI maps it to exit codes).
+// `text` with terminal control characters escaped (C0 but line breaks and tabs, DEL, UTF-8's C1
+// as \xNN, NN the code point): a crafted file name or URL in a message cannot clear a screen or retitle
+// a terminal. Every Error message passes through it.
+std::string printable(std::string_view text);
+
 class Error : public std::runtime_error {
  public:
   enum class Kind {
@@ -45,7 +51,7 @@ class Error : public std::runtime_error {
     kOutput,    // a file or folder that cannot be written
     kRuntime,   // the model failed while running (e.g. out of memory)
   };
-  Error(Kind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  Error(Kind kind, const std::string& message) : std::runtime_error(printable(message)), kind_(kind) {}
   Kind kind() const noexcept { return kind_; }
 
  private:
