@@ -392,3 +392,16 @@ def test_names_from_the_user_reach_the_terminal_escaped(tmp_path, models, clip):
     report = run_cli("--model", models["tiny"], "--video", video, "--threads", "1", "--json")
     assert report.returncode == 0 and "\x1b" not in report.stdout and "\u009b" not in report.stdout
     assert json.loads(report.stdout)["input"] == str(video)
+
+
+@pytest.mark.parametrize("flag", ["--video", "--image", "--images"])
+def test_os_errors_on_an_input_path_are_input_errors(tmp_path, models, flag):
+    """A symlink loop or a name too long: exit 4 with the OS's reason, as for a missing input."""
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    for path, reason in ((tmp_path / "loop_a", "Too many levels of symbolic links"),
+                         (tmp_path / ("n" * 300 + ".mp4"), "File name too long")):
+        result = run_cli("--model", models["tiny"], flag, path, "--threads", "1", cwd=tmp_path)
+        assert result.returncode == 4, result.stderr
+        assert result.stderr.startswith("ema_seg: error: cannot open ") and reason in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1

@@ -181,15 +181,24 @@ bool is_image_file(const fs::path& path) {
   }
 }
 
+// The file's status; Error(kInput) naming the OS reason (a symlink loop, a name too long, no
+// permission) when it cannot be known, and "does not exist" when it is not there.
+fs::file_status input_status(const std::string& path, const std::string& description) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+    throw Error(Error::Kind::kInput, "cannot open " + description + ": " + ec.message());
+  if (!fs::exists(status)) throw Error(Error::Kind::kInput, description + " does not exist");
+  return status;
+}
+
 }  // namespace
 
 std::unique_ptr<FrameSource> open_video(const std::string& path_or_url) {
   const std::string file = detail::local_file(path_or_url);
   const bool url = file.empty();
   const std::string description = (url ? "stream '" : "video '") + path_or_url + "'";
-  if (!url && !fs::exists(file))
-    throw Error(Error::Kind::kInput, description + " does not exist");
-  if (!url && fs::is_directory(file))
+  if (!url && fs::is_directory(input_status(file, description)))
     throw Error(Error::Kind::kInput, description + " is a folder; use --images for folders");
   cv::VideoCapture capture;
   // FFmpeg handles files and network streams alike. No fallback to other backends when it
@@ -242,7 +251,8 @@ std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
     }
     paths.assign(matches.begin(), matches.end());
   } else {
-    throw Error(Error::Kind::kInput, "'" + folder_or_pattern + "' does not exist");
+    input_status(folder_or_pattern, "'" + folder_or_pattern + "'");  // throws: gone or unreadable
+    throw Error(Error::Kind::kInput, "'" + folder_or_pattern + "' is neither a folder, an image file nor a pattern");
   }
   if (paths.empty()) throw Error(Error::Kind::kInput, "no image files in " + description);
   std::sort(paths.begin(), paths.end());
@@ -250,13 +260,11 @@ std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
 }
 
 std::unique_ptr<FrameSource> open_image(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec))
+  const fs::file_status status = input_status(path, "image '" + path + "'");
+  if (fs::is_directory(status))
     throw Error(Error::Kind::kInput, "'" + path + "' is a folder; --image takes one file, "
                                      "--images a folder or a pattern");
-  if (!fs::exists(path, ec))
-    throw Error(Error::Kind::kInput, "image '" + path + "' does not exist");
-  if (!fs::is_regular_file(path, ec))
+  if (!fs::is_regular_file(status))
     throw Error(Error::Kind::kInput, "image '" + path + "' is not a file");
   return std::make_unique<ImageSource>(std::vector<std::string>{path}, "image '" + path + "'");
 }

@@ -156,6 +156,12 @@ RunOutputs::RunOutputs(const Segmenter& segmenter, const FrameSource& source,
       m.notes.push_back("this OpenCV cannot encode fourcc '" + options.fourcc + "'; '" + options.video +
                         "' is written as '" + m.fourcc + "' (browsers may not play it)");
     }
+    const cv::Size size = source.frame_size();
+    if (size.width % 2 != 0 || size.height % 2 != 0)
+      m.notes.push_back("'" + options.video + "' is " + std::to_string(size.width / 2 * 2) + "x" +
+                        std::to_string(size.height / 2 * 2) + ", not the input's " + std::to_string(size.width) +
+                        "x" + std::to_string(size.height) +
+                        ": H.264 and MPEG-4 video store even sizes only (masks and image overlays keep the size)");
   }
 }
 

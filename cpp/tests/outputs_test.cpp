@@ -184,6 +184,29 @@ TEST(threads_and_pixels_are_bounded) {
   CHECK_THROWS_IF(limited.segment(cv::Mat(25, 32, CV_8UC3, cv::Scalar(0))), Error, argument);
 }
 
+TEST(odd_frame_sizes_say_the_video_is_smaller) {
+  const fs::path dir = scratch("odd");
+  fs::create_directories(dir / "in");
+  for (int i = 0; i < 3; ++i)
+    CHECK(cv::imwrite((dir / "in" / ("f" + std::to_string(i) + ".png")).string(),
+                      cv::Mat(49, 65, CV_8UC3, cv::Scalar(i * 40, 90, 200))));
+  const auto source = emaseg::open_images((dir / "in").string());
+  emaseg::OutputOptions options;
+  options.video = (dir / "odd.mp4").string();
+  emaseg::RunOutputs outputs(segmenter(), *source, options);
+  emaseg::run_pipeline(segmenter(), *source, [&](const emaseg::FrameResult& r) {
+    outputs.write(r);
+    return true;
+  });
+  outputs.finish();
+  CHECK_EQ(outputs.notes().size(), 1u);
+  CHECK(outputs.notes()[0].find("is 64x48, not the input's 65x49") != std::string::npos);
+  cv::VideoCapture capture((dir / "odd.mp4").string());
+  cv::Mat first;
+  CHECK(capture.read(first));
+  CHECK(first.size() == cv::Size(64, 48));  // what the note says
+}
+
 TEST(run_outputs_write_h264_or_fall_back_with_a_note) {
   const fs::path dir = scratch("codec");
   {
