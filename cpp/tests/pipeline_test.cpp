@@ -70,19 +70,30 @@ bool same(const cv::Mat& a, const cv::Mat& b) {
 
 }  // namespace
 
-TEST(delivers_every_frame_in_order) {
-  ScriptedSource source(20, false);
+namespace {
+
+// Runs `count` scripted frames through the pipeline; checks they arrive in order, each with the
+// labels segment() gives it.
+emaseg::PipelineStats deliver_in_order(long long count, const emaseg::PipelineOptions& options = {}) {
+  ScriptedSource source(count, false);
   std::vector<long long> indices;
   int wrong_labels = 0;
   const auto stats = emaseg::run_pipeline(segmenter(), source, [&](const FrameResult& r) {
     indices.push_back(r.index);
     if (!same(r.labels, segmenter().segment(frame_for(r.index)))) ++wrong_labels;
     return true;
-  });
-  std::vector<long long> expected(20);
+  }, options);
+  std::vector<long long> expected(static_cast<std::size_t>(count));
   std::iota(expected.begin(), expected.end(), 0);
   CHECK(indices == expected);
   CHECK_EQ(wrong_labels, 0);
+  return stats;
+}
+
+}  // namespace
+
+TEST(delivers_every_frame_in_order) {
+  const auto stats = deliver_in_order(20);
   CHECK_EQ(stats.read, 20);
   CHECK_EQ(stats.delivered, 20);
   CHECK_EQ(stats.inferred, 20);
@@ -97,21 +108,9 @@ TEST(delivers_every_frame_in_order) {
 
 TEST(decoding_beside_or_between_model_calls_delivers_the_same) {
   for (const bool between : {true, false}) {
-    ScriptedSource source(12, false);
     emaseg::PipelineOptions options;
     options.decode_between_frames = between;
-    std::vector<long long> indices;
-    int wrong_labels = 0;
-    const auto stats = emaseg::run_pipeline(segmenter(), source, [&](const FrameResult& r) {
-      indices.push_back(r.index);
-      if (!same(r.labels, segmenter().segment(frame_for(r.index)))) ++wrong_labels;
-      return true;
-    }, options);
-    std::vector<long long> expected(12);
-    std::iota(expected.begin(), expected.end(), 0);
-    CHECK(indices == expected);
-    CHECK_EQ(wrong_labels, 0);
-    CHECK_EQ(stats.inferred, 12);
+    CHECK_EQ(deliver_in_order(12, options).inferred, 12);
   }
 }
 
