@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from emaseg.atomic import WriteError, check_output, write_atomic
-from emaseg.cli import run_tool
+from emaseg.cli import int_at_least, run_tool
 from emaseg.checkpoint import CheckpointError, load_checkpoint, load_model
 from emaseg.export import ExportedFileError, ExportError, load_exported
 from emaseg.config import Config, get_config
@@ -38,19 +38,6 @@ from emaseg.training import distributed as dist_utils
 
 class EvaluationError(RuntimeError):
     """Nothing meaningful to report (e.g. no labelled pixel); the message says why."""
-
-
-def _count(minimum: int):
-    """An argparse type: an int >= minimum, so a bad value is a usage error (exit 2), not NaN."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -66,8 +53,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["whole", "slide"], default=None, help="inference mode (default: the config's)")
     p.add_argument("--aug-test", action="store_true", help="multi-scale (test.aug_ratios) + flip averaging")
     p.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if available")
-    p.add_argument("--workers", type=_count(0), default=2, help="data loader processes")
-    p.add_argument("--max-images", type=_count(1), default=None, help="score only the first N images")
+    p.add_argument("--workers", type=int_at_least(0), default=2, help="data loader processes")
+    p.add_argument("--max-images", type=int_at_least(1), default=None, help="score only the first N images")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     return p
 

@@ -85,9 +85,10 @@ def main(args: argparse.Namespace) -> int:
         resize = ResizePolicy("short_side", short_side=args.short_side)
     elif args.no_resize:
         resize = ResizePolicy("none")
-    frame_size = parse_size(args.frame_size, "--frame-size") if args.frame_size else None
+    # `is not None`: an empty value is a bad size, not a missing flag.
+    frame_size = parse_size(args.frame_size, "--frame-size") if args.frame_size is not None else None
     frame_sizes = tuple(parse_size(text.strip(), "--frame-sizes") for text in args.frame_sizes.split(",")) \
-        if args.frame_sizes else ()
+        if args.frame_sizes is not None else ()
     report = export_model(args.checkpoint, args.output, mode=args.mode, resize=resize, flip=args.flip,
                           dtype=args.dtype, device=args.device, optimize=args.optimize, frame_size=frame_size,
                           calibration=args.calibration, frame_sizes=frame_sizes)

@@ -27,10 +27,11 @@ from tqdm import tqdm
 import emaseg
 from emaseg.atomic import write_atomic
 from emaseg.checkpoint import CheckpointError, save_checkpoint
-from emaseg.cli import run_tool
+from emaseg.cli import int_at_least, run_tool
 from emaseg.config import CONFIGS, Config, get_config
 from emaseg.data.datasets import DatasetError, build_dataset
 from emaseg.data.loader import error_message, eval_loader, train_batches
+from emaseg.data.rare_class import RareClassTable, class_pixel_counts
 from emaseg.evaluation import evaluate, model_predictor
 from emaseg.training import distributed as dist_utils
 from emaseg.training.errors import NonFiniteLoss, TrainingError
@@ -42,10 +43,10 @@ from emaseg.training.state import restore_rng_for_rank
 
 # Flags that are short for one `--set` assignment: all of them land, in command-line order, in
 # the single override list that `Config.override` applies (so a later one wins).
-SHORTCUTS = {"--iters": ("schedule.iters", "total iterations"),
-             "--batch-size": ("schedule.batch_size", "per process"),
-             "--workers": ("data.num_workers", "data loader processes"),
-             "--val-interval": ("schedule.val_interval", "validate every N iterations, 0: never; also at the end")}
+SHORTCUTS = {"--iters": ("schedule.iters", "total iterations", 1),
+             "--batch-size": ("schedule.batch_size", "per process", 1),
+             "--workers": ("data.num_workers", "data loader processes", 0),
+             "--val-interval": ("schedule.val_interval", "validate every N iterations, 0: never; also at the end", 0)}
 
 
 class _Shortcut(argparse.Action):
@@ -68,34 +69,36 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=None, help="outputs; default work_dirs/<config name>")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. schedule.lr=0.02 (applied in order with the flags below)")
-    for flag, (key, what) in SHORTCUTS.items():
-        p.add_argument(flag, type=int, action=_Shortcut, key=key, default=argparse.SUPPRESS, metavar="N",
+    for flag, (key, what, minimum) in SHORTCUTS.items():
+        p.add_argument(flag, type=int_at_least(minimum), action=_Shortcut, key=key, default=argparse.SUPPRESS, metavar="N",
                        help=f"{what} (= --set {key}=N)")
     p.add_argument("--resume", default=None, metavar="PATH|auto",
                    help="continue a run from its latest.pth (auto: work_dir/latest.pth if it exists)")
     p.add_argument("--load-from", default=None, metavar="CKPT",
                    help="initial weights: an emaseg checkpoint or ResNetV1c backbone weights")
     p.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda if available")
-    p.add_argument("--amp", default=None, choices=["bf16", "fp16"], help="mixed precision (CUDA only)")
+    p.add_argument("--amp", default=None, choices=["bf16", "fp16"],
+                   help="mixed precision: bf16 on CUDA or the CPU (autocast), fp16 on CUDA only")
     p.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    p.add_argument("--seed", type=int, default=0, help="fixes init, data order and augmentation")
-    p.add_argument("--stop-at", type=positive_int, default=None, metavar="ITER",
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="fixes init, data order and augmentation")
+    p.add_argument("--stop-at", type=int_at_least(1), default=None, metavar="ITER",
                    help="stop after this iteration (saving latest.pth) though the schedule runs to --iters; "
                         "for time-limited jobs, continue with --resume auto")
     return p
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expects a positive integer, got {text}")
-    return value
 
 
 def build_config(name: str, overrides: list[str]) -> Config:
     cfg = get_config(name).override(overrides)
     if cfg.schedule.iters <= 0 or cfg.schedule.batch_size <= 0:
         raise ValueError("iters and batch size must be positive")
+    loss, data = cfg.loss, cfg.data
+    if loss.class_weight and (len(loss.class_weight) != cfg.model.num_classes or min(loss.class_weight) < 0):
+        raise ValueError(f"loss.class_weight needs {cfg.model.num_classes} weights >= 0 (one per class), "
+                         f"got {len(loss.class_weight)}")
+    if loss.ohem and (loss.ohem_min_kept <= 0 or (loss.ohem_thresh is not None and not 0 < loss.ohem_thresh <= 1)):
+        raise ValueError("OHEM needs loss.ohem_min_kept > 0 and loss.ohem_thresh null or in (0, 1]")
+    if data.rare_class_sampling and (data.rcs_temperature <= 0 or data.rcs_min_pixels < 0):
+        raise ValueError("rare-class sampling needs data.rcs_temperature > 0 and data.rcs_min_pixels >= 0")
     return cfg
 
 
@@ -104,8 +107,8 @@ def setup_device(requested: str | None, amp: str | None) -> tuple[torch.device, 
     kind = requested or ("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda but no CUDA device is available")
-    if amp and kind != "cuda":
-        raise TrainingError("--amp needs --device cuda")
+    if amp == "fp16" and kind != "cuda":
+        raise TrainingError("--amp fp16 needs --device cuda; the CPU trains in float32 or --amp bf16")
     distributed, rank, world_size, local_rank = dist_utils.init_distributed(kind)
     device = torch.device("cuda", local_rank) if kind == "cuda" else torch.device("cpu")
     return device, distributed, rank, world_size
@@ -206,8 +209,14 @@ def main(args: argparse.Namespace) -> nn.Module:
         resume.restore_optimizer(optimizer, step.scaler)
 
     pin = device.type == "cuda"
+    rare_classes = None
+    if cfg.data.rare_class_sampling:
+        rare_classes = RareClassTable(class_pixel_counts(train_set, train_set.num_classes),
+                                      temperature=cfg.data.rcs_temperature, min_pixels=cfg.data.rcs_min_pixels)
+        say(rare_classes.summary(train_set.classes))
     batches = train_batches(train_set, batch_size=cfg.schedule.batch_size, num_workers=cfg.data.num_workers,
-                            seed=seed, start_iter=start_iter, rank=rank, world_size=world_size, pin_memory=pin)
+                            seed=seed, start_iter=start_iter, rank=rank, world_size=world_size, pin_memory=pin,
+                            rare_classes=rare_classes)
     val_batches = None if val_set is None else eval_loader(val_set, num_workers=cfg.data.num_workers, rank=rank,
                                                            world_size=world_size, pin_memory=pin)
     log = None

@@ -66,6 +66,7 @@ import numpy as np  # noqa: E402
 
 from bench import report  # noqa: E402  (scripts/bench/, beside this script)
 from bench.timing import thread_env  # noqa: E402
+from emaseg.atomic import write_atomic  # noqa: E402
 
 R50 = "emanet_r50-d8_512x1024_80k_cityscapes"
 DEMO = "emanet_r18w16-d8_256x512_synthetic"
@@ -835,8 +836,9 @@ def main(args: argparse.Namespace) -> int:
                           f"and {WARMUP['heavy']['torch']}), each row in its own process",
     }
     md = report.markdown(result)
-    (out_dir / "benchmark.json").write_text(json.dumps(result, indent=1, default=str))
-    (out_dir / "benchmark.md").write_text(md + "\n")
+    # Atomic: an interrupted run never leaves a half-written report under the final name.
+    write_atomic(out_dir / "benchmark.json", json.dumps(result, indent=1, default=str))
+    write_atomic(out_dir / "benchmark.md", md + "\n")
     try:
         if results:
             report.chart(result, out_dir / "benchmark.png")

@@ -29,6 +29,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
     from emaseg.atomic import WriteError, write_atomic
 from emaseg.classes import CITYSCAPES_ID_TO_TRAIN_ID  # noqa: E402
+from emaseg.cli import int_at_least  # noqa: E402
 
 
 def lookup_table() -> np.ndarray:
@@ -81,7 +82,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="Cityscapes root (holds gtFine/ and leftImg8bit/)")
     p.add_argument("--splits", nargs="+", default=["train", "val", "test"])
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int_at_least(1), default=os.cpu_count() or 1)
     p.add_argument("--overwrite", action="store_true", help="rewrite existing labelTrainIds files")
     args = p.parse_args()
 

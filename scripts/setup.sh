@@ -4,14 +4,19 @@
 #   EMASEG_TORCH  pip spec for torch (default: the CPU build torch==2.13.0 without an NVIDIA GPU,
 #                 "torch>=2.5,<2.15" with one). Point pip at another index with PIP_INDEX_URL.
 #   EMASEG_JOBS   parallel C++ compile jobs (default: number of cores).
+#   TORCHINDUCTOR_CACHE_DIR  Inductor's cache (default: build/inductor-cache, see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# One Inductor cache for every compile of a checkout: set-up's .pt2 packages, and (test.sh
+# exports the same) every pytest worker and its compile children, run after run. A graph
+# compiled once (the test models are compiled by several tests) is loaded, not recompiled.
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$ROOT/build/inductor-cache}
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
-# --- system packages: compiler, CMake, OpenCV and nlohmann/json for the C++ runtime ---------------
+# --- system packages: compiler, CMake, OpenCV, nlohmann/json and CLI11 for the C++ runtime and CLI ---------------
 missing=()
-for pkg in g++ cmake libopencv-dev nlohmann-json3-dev; do
+for pkg in g++ cmake libopencv-dev nlohmann-json3-dev libcli11-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)

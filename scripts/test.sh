@@ -4,6 +4,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # tests set their own thread counts; avoid spinning
+# The cache setup.sh compiled into: the tests' .pt2 compiles share it (and each other's).
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/build/inductor-cache}
 # One pytest worker per core, at most 4 (one test file each at a time, so a file's session
 # fixtures are made once), each computing on one thread: pytest took 13 min 49 s on 2 cores.
 # Passive OpenMP waiting keeps a test that uses 2 threads from spinning against the other worker.

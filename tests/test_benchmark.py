@@ -131,3 +131,21 @@ def test_stats_and_ratios():
     add_ratios(rows)
     assert rows["cpp"]["vs_onnxruntime"] == pytest.approx(2.0) and rows["cpp"]["vs_eager"] == pytest.approx(3.0)
     assert rows["gone"]["vs_eager"] is None
+
+
+def test_train_step_benchmark_writes_its_table(tmp_path):
+    """scripts/benchmark_train_step.py on the tiny config: one row per variant with a positive
+    time and its ratio to float32 (a smoke test of the tool, not a measurement)."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_train_step.py"), "--config", CONFIG,
+                          "--batch-size", "1", "--threads", "1", "--steps", "1", "--warmup", "1",
+                          "--variants", "fp32,bf16", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "train_step.json").read_text())
+    assert set(result["results"]) == {"fp32", "bf16"}
+    assert all(_positive(r["p50_s"]) and _positive(r["speedup_vs_fp32"]) for r in result["results"].values())
+    assert result["results"]["fp32"]["speedup_vs_fp32"] == 1.0
+    assert "| bf16 |" in (tmp_path / "train_step.md").read_text()
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_train_step.py"), "--variants", "fp64"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown variants" in bad.stderr

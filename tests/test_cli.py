@@ -300,6 +300,52 @@ def test_errors(tmp_path, models, clip, args, code, message):
     assert [p.name for p in work.iterdir()] == ["blocker"]  # no output file left behind
 
 
+@pytest.mark.parametrize("args, message", [
+    # Values that make no sense are refused, none silently replaced by a default.
+    (["--video", ""], "--video expects a file or URL, got an empty string"),
+    (["--images", ""], "--images expects a folder or a pattern, got an empty string"),
+    (["--image", ""], "--image expects an image file, got an empty string"),
+    (["--video", "{clip}", "--model", ""], "--model expects a model file, got an empty string"),
+    (["--video", "{clip}", "--output", ""], "--output expects a file or folder name, got an empty string"),
+    (["--video", "{clip}", "--mask-dir", ""], "--mask-dir expects a folder name, got an empty string"),
+    (["--video", "{clip}", "--device", ""], "--device expects cpu, cuda or cuda:N, got an empty string"),
+    (["--video", "{clip}", "--codec", ""], "--codec must be h264 or mp4v, got ''"),
+    (["--video", "{clip}", "--threads", "0"], "--threads must lie in 1.."),
+    (["--video", "{clip}", "--threads", "-2"], "--threads must lie in 1.."),
+    (["--video", "{clip}", "--max-frames", "-1"], "--max-frames must be >= 1, got -1"),
+    (["--video", "{clip}", "--max-frames", "0"], "--max-frames must be >= 1, got 0"),
+    (["--video", "{clip}", "--every", "-3"], "--every must be >= 1, got -3"),
+    (["--video", "{clip}", "--alpha", "nan"], "--alpha must lie in [0, 1], got nan"),
+    (["--video", "{clip}", "--alpha", "-0.5"], "--alpha must lie in [0, 1], got -0.5"),
+    (["--video", "{clip}", "--max-pixels", "inf"], "--max-pixels expects megapixels >= 0"),
+    (["--video", "{clip}", "--every", "99999999999"], "--every expects a number, got '99999999999'"),
+    (["--camera", "-1"], "--camera expects an index >= 0, got -1"),
+    (["--camera", "1.5"], "--camera expects a number, got '1.5'"),
+    (["--video", "{clip}", "--video", "{clip}"], "--video is given more than once"),
+    (["--video", "{clip}", "--bogus=3"], "unknown option '--bogus'"),
+    (["--video", "{clip}", "extra"], "unexpected argument 'extra'"),
+    (["--video", "{clip}", "--json=no"], "--json takes no value"),
+])
+def test_flag_values_that_make_no_sense_are_usage_errors(tmp_path, models, clip, args, message):
+    filled = [a.format(clip=clip[0]) for a in args]
+    result = run_cli("--threads", "1", *filled, cwd=tmp_path) if "--threads" not in args else run_cli(*filled, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ema_seg: error: ") and message in lines[0], result.stderr
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_every_option_with_its_bound():
+    text = run_cli("--help").stdout
+    for flag in ("--video", "--camera", "--image", "--images", "--model", "--device", "--fp16", "--threads",
+                 "--max-pixels", "--optimize", "--output", "--mask-dir", "--codec", "--alpha", "--show",
+                 "--max-frames", "--every", "--benchmark", "--json", "--quiet", "--help"):
+        assert flag in text, flag
+    assert "1 to 4 x the hardware threads" in text and "overlay opacity in [0, 1]" in text
+    groups = [text.index(g) for g in ("input (exactly one):", "model:", "output:", "run:")]
+    assert groups == sorted(groups)
+
+
 def test_help_documents_exit_codes():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -389,7 +435,7 @@ def test_names_from_the_user_reach_the_terminal_escaped(tmp_path, models, clip):
     done = run_cli("--model", models["tiny"], "--video", video, "--output", tmp_path / f"{crafted}.mp4", "--threads", "1")
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stderr and "\\x1b]0;pwned" in done.stderr  # the summary names the output
-    report = run_cli("--model", models["tiny"], "--video", video, "--threads", "1", "--json")
+    report = run_cli("--model", models["tiny"], "--video", video, "--threads", "1", "--json", cwd=tmp_path)
     assert report.returncode == 0 and "\x1b" not in report.stdout and "\u009b" not in report.stdout
     assert json.loads(report.stdout)["input"] == str(video)
 

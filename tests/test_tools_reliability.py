@@ -522,3 +522,28 @@ def test_tool_errors_show_crafted_names_escaped(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr, result.stderr
     assert "\\x1b]0;pwned\\x07" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    # A bound the help promises, or an empty value, is a usage error naming the flag: never a
+    # value that silently means something else (a negative interval meant "never validate").
+    (["--val-interval", "-1"], "argument --val-interval: must be at least 0, got -1"),
+    (["--workers", "-1"], "argument --workers: must be at least 0, got -1"),
+    (["--iters", "0"], "argument --iters: must be at least 1, got 0"),
+    (["--batch-size", "-2"], "argument --batch-size: must be at least 1, got -2"),
+    (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["--stop-at", "0"], "argument --stop-at: must be at least 1, got 0"),
+])
+def test_train_flag_bounds_are_usage_errors(tmp_path, args, message):
+    result = run_tool(TRAIN, "--config", "emanet_r18w8-d8_128x256_synthetic", "--data-root", tmp_path,
+                      "--work-dir", tmp_path / "w", *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("flag", ["--frame-size", "--frame-sizes"])
+def test_export_empty_frame_size_is_a_usage_error(tiny_ckpt, tmp_path, flag):
+    out = tmp_path / "m.pt2"
+    result = run_tool(EXPORT, "--checkpoint", tiny_ckpt, "--output", out, flag, "")
+    assert result.returncode == 2 and f"{flag} expects HxW" in result.stderr, result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".m.pt2*"))

@@ -1,6 +1,7 @@
 """What the command-line scripts share: reading their arguments and ending the same way."""
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from typing import Callable
@@ -13,6 +14,20 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
     if not m:
         raise ValueError(f"{flag} expects HxW (height x width) like 512x1024, got {text!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= minimum, so a bad value is a usage error (exit 2) naming the
+    flag, never a value that silently means something else."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def printable(text: str) -> str:

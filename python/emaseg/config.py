@@ -50,6 +50,23 @@ class DataConfig:
     bgr_to_rgb: bool = True
     ignore_index: int = 255
     num_workers: int = 2
+    # Rare-class sampling of training images (DAFormer, Hoyer et al. 2022): draw a class c with
+    # probability softmax((1 - f_c) / temperature), f_c its pixel share, then an image holding at
+    # least rcs_min_pixels of c. Off: every image once per epoch, the reference's sampler.
+    rare_class_sampling: bool = False
+    rcs_temperature: float = 0.01
+    rcs_min_pixels: int = 3000
+
+
+@dataclass
+class LossConfig:
+    # mmseg CrossEntropyLoss(class_weight=...): one weight per class, () for none.
+    class_weight: tuple[float, ...] = ()
+    # mmseg OHEMPixelSampler on the decode head: off, or on with thresh (None: the min_kept
+    # pixels of largest loss) and min_kept per image.
+    ohem: bool = False
+    ohem_thresh: float | None = None
+    ohem_min_kept: int = 100000
 
 
 @dataclass
@@ -82,6 +99,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     test: TestConfig = field(default_factory=TestConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,7 +178,7 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 
 _SECTIONS: dict[str, type] = {
-    "model": ModelConfig, "data": DataConfig, "test": TestConfig, "schedule": ScheduleConfig,
+    "model": ModelConfig, "data": DataConfig, "test": TestConfig, "loss": LossConfig, "schedule": ScheduleConfig,
 }
 
 

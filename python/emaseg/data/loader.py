@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from .rare_class import RareClassSampler, RareClassTable
+
 
 class InfiniteSampler(torch.utils.data.Sampler):
     """Yields `(index, (seed, position))` for this process's slice of every global batch.
@@ -66,8 +68,8 @@ def _before_fork(num_workers: int) -> None:
 
 
 def train_batches(dataset: torch.utils.data.Dataset, *, batch_size: int, num_workers: int, seed: int,
-                  start_iter: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  start_iter: int = 0, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+                  rare_classes: RareClassTable | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """An endless iterator of (uint8 images (B, H, W, 3), uint8 labels (B, H, W)) from `start_iter` on.
 
     Args:
@@ -78,9 +80,14 @@ def train_batches(dataset: torch.utils.data.Dataset, *, batch_size: int, num_wor
         start_iter: first iteration (after a resume).
         rank, world_size: distributed slice.
         pin_memory: page-locked batches for fast, asynchronous copies to the GPU.
+        rare_classes: draw images by rare-class sampling (`emaseg.data.rare_class`) instead of epochs.
     """
-    sampler = InfiniteSampler(len(dataset), batch_size=batch_size, seed=seed, rank=rank,
-                              world_size=world_size, start_iter=start_iter)
+    if rare_classes is not None:
+        sampler = RareClassSampler(rare_classes, batch_size=batch_size, seed=seed, rank=rank,
+                                   world_size=world_size, start_iter=start_iter)
+    else:
+        sampler = InfiniteSampler(len(dataset), batch_size=batch_size, seed=seed, rank=rank,
+                                  world_size=world_size, start_iter=start_iter)
     _before_fork(num_workers)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,

@@ -72,8 +72,11 @@ def quantize_network(module: nn.Module, frames: Sequence[np.ndarray], dynamic: b
     example = inputs[0]
     auto = torch.export.Dim.AUTO
     shapes = {"x": {2: auto, 3: auto}} if dynamic else None
-    quantized = copy.deepcopy(module)
-    quantized.seg.net = quantize(module.seg.net, example, inputs, shapes)
+    net = module.seg.net
+    # Copy everything but the float network, which the quantised one replaces: deep-copying it
+    # too held a third set of its weights for nothing (the memo maps it to a placeholder).
+    quantized = copy.deepcopy(module, memo={id(net): nn.Identity()})
+    quantized.seg.net = quantize(net, example, inputs, shapes)
     return quantized
 
 

@@ -29,8 +29,8 @@ class TrainStep:
     """One iteration: poly LR, normalise, forward, CE (decode) + aux CE, backward, SGD step.
 
     The loss is averaged over processes and checked before the backward pass, so a NaN/inf stops
-    every rank at once, before any weight is touched. `amp` is None, "bf16" or "fp16" (the last
-    with a GradScaler, whose state the checkpoint keeps)."""
+    every rank at once, before any weight is touched. `amp` is None, "bf16" (CUDA or CPU autocast)
+    or "fp16" (CUDA, with a GradScaler, whose state the checkpoint keeps)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, device: torch.device,
                  *, amp: str | None = None, channels_last: bool = False) -> None:
@@ -40,6 +40,10 @@ class TrainStep:
         self.channels_last = channels_last
         self.mean = torch.tensor(cfg.data.mean, device=device)
         self.std = torch.tensor(cfg.data.std, device=device)
+        loss = cfg.loss
+        self.class_weight = (torch.tensor(loss.class_weight, dtype=torch.float32, device=device)
+                             if loss.class_weight else None)
+        self.ohem = (loss.ohem_thresh, loss.ohem_min_kept) if loss.ohem else None
 
     def lr(self, it: int) -> float:
         s = self.cfg.schedule
@@ -59,7 +63,8 @@ class TrainStep:
               else contextlib.nullcontext()):
             outputs = self.model(self.normalize(images))
             loss, parts = segmentation_loss(outputs, labels, align_corners=cfg.model.align_corners,
-                                            aux_weight=cfg.schedule.aux_weight, ignore_index=cfg.data.ignore_index)
+                                            aux_weight=cfg.schedule.aux_weight, ignore_index=cfg.data.ignore_index,
+                                            class_weight=self.class_weight, ohem=self.ohem)
         values = torch.stack([loss.detach().float(), parts["decode"].float(),
                               parts.get("aux", torch.zeros((), device=loss.device)).float()])
         values = dist_utils.mean_over_processes(values).cpu().double()

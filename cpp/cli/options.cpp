@@ -1,0 +1,228 @@
+// ema_seg's options with CLI11: every flag, its help, its bound and its message are defined once,
+// in define_options; the checks that span several options follow in check_combination.
+#include "options.h"
+
+#include <emaseg/emaseg.h>
+
+#include <CLI/CLI.hpp>
+
+#include <charconv>
+#include <cstdlib>
+#include <functional>
+#include <string_view>
+
+namespace emaseg::cli {
+namespace {
+
+constexpr double kMaxMegapixels = 1e6;  // "no limit" is 0; beyond this a value is a typo
+
+template <typename T>
+std::optional<T> parse_number(const std::string& text) {
+  T value{};
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end) return std::nullopt;
+  return value;
+}
+
+// A number that must satisfy `ok`; CLI11 runs validators on the text, before converting it.
+// The message reads after the option's name: "--alpha must lie in [0, 1]".
+template <typename T>
+CLI::Validator number(std::function<bool(T)> ok, std::string message) {
+  return CLI::Validator(
+      [ok = std::move(ok), message = std::move(message)](std::string& text) -> std::string {
+        const std::optional<T> value = parse_number<T>(text);
+        if (!value) return "expects a number, got '" + text + "'";
+        return ok(*value) ? std::string() : message + ", got " + text;
+      },
+      "");
+}
+
+// Paths, URLs, names: an empty string is never what the user meant (it would silently select
+// the default, or nothing).
+CLI::Validator non_empty(const std::string& what) {
+  return CLI::Validator(
+      [what](std::string& text) -> std::string {
+        return text.empty() ? "expects " + what + ", got an empty string" : std::string();
+      },
+      "");
+}
+
+void define_options(CLI::App& app, CliOptions& o) {
+  app.description("Semantic segmentation with an exported ema-seg model (python python/export.py).");
+  app.get_formatter()->column_width(22);
+  app.allow_extras();  // reported in ema_seg's words by parse_args
+  app.set_help_flag();  // ours, below: a flag like the others, listed last
+
+  const std::string input = "input (exactly one)";
+  app.add_option("--video", o.video, "video file or network stream (rtsp://, http://, ...) via FFmpeg")
+      ->type_name("PATH|URL")->group(input)->check(non_empty("a file or URL"));
+  app.add_option("--camera", o.camera, "camera index N")
+      ->type_name("N")->group(input)->check(number<int>([](int v) { return v >= 0; }, "expects an index >= 0"));
+  app.add_option("--image", o.image, "one image file")
+      ->type_name("FILE")->group(input)->check(non_empty("an image file"));
+  app.add_option("--images", o.images,
+                 "every image file OpenCV reads in DIR (sorted by name; hidden files\n"
+                 "are skipped), or a pattern like 'dir/*.png'")
+      ->type_name("DIR|GLOB")->group(input)->check(non_empty("a folder or a pattern"));
+
+  const int most_threads = emaseg::max_threads();
+  app.add_option("--model", o.model,
+                 "exported model, .pt (TorchScript) or .pt2 (AOTInductor, faster;\n"
+                 "compiled for this CPU and torch). Default: models/emanet_demo.pt2\n"
+                 "if it runs here and takes the input's frame size, else\n"
+                 "models/emanet_demo.pt, in the current folder, else in\n"
+                 "<folder of ema_seg>/../models")
+      ->type_name("FILE")->group("model")->check(non_empty("a model file"));
+  app.add_option("--device", o.device, "cpu (default), cuda or cuda:N")
+      ->type_name("DEV")->group("model")->check(non_empty("cpu, cuda or cuda:N"));
+  app.add_flag("--fp16", o.fp16, "half precision (CUDA only)")->group("model")->disable_flag_override();
+  app.add_option("--threads", o.threads,
+                 "LibTorch and OpenCV threads, 1 to 4 x the hardware threads\n"
+                 "(default: LibTorch's, one per core)")
+      ->type_name("N")->group("model")
+      ->check(number<int>([most_threads](int v) { return v >= 1 && v <= most_threads; },
+                          "must lie in 1.." + std::to_string(most_threads) + " (4 x the hardware threads)"));
+  app.add_option("--max-pixels", o.max_megapixels,
+                 "refuse frames larger than MPX megapixels (default 40, 8K UHD fits;\n"
+                 "0: no limit); in --images runs such images are skipped and named")
+      ->type_name("MPX")->group("model")
+      ->check(number<double>([](double v) { return v >= 0.0 && v < kMaxMegapixels; },
+                             "expects megapixels >= 0 (0: no limit)"));
+  app.add_flag("--optimize", o.optimize,
+               "CPU: freeze the model and repack its convolutions for oneDNN at\n"
+               "load (about 1.25x faster, more memory); ignored on CUDA")
+      ->group("model")->disable_flag_override();
+
+  app.add_option("--output", o.output,
+                 "video/camera: overlay video (see --codec; input fps and size). Default for\n"
+                 "--video: <input stem>_overlay.mp4 in the current folder; cameras\n"
+                 "write no video unless given.\n"
+                 "images: a folder for <stem>_overlay.png files; --image also takes a\n"
+                 "file name with an image extension. Default for --image:\n"
+                 "<stem>_overlay.png in the current folder; --images writes no\n"
+                 "overlays unless given.")
+      ->type_name("PATH")->group("output")->check(non_empty("a file or folder name"));
+  app.add_option("--mask-dir", o.mask_dir,
+                 "label PNGs (pixel value = class id; 16-bit beyond 256 classes):\n"
+                 "frame_%06d.png (input frame index) for video, <stem>.png for images;\n"
+                 "written for frames the model ran on (see --every). Images whose\n"
+                 "names share a stem (a.png, a.jpg) get a_png.png and a_jpg.png.")
+      ->type_name("DIR")->group("output")->check(non_empty("a folder name"));
+  app.add_option("--codec", o.codec,
+                 "overlay video codec: h264 (default; browsers play it) or mp4v (MPEG-4\n"
+                 "Part 2). Without --codec, an OpenCV that cannot encode H.264 writes\n"
+                 "mp4v, with a note; --codec h264 then fails")
+      ->type_name("C")->group("output")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            return text == "h264" || text == "mp4v" ? "" : "must be h264 or mp4v, got '" + text + "'";
+          },
+          ""));
+  app.add_option("--alpha", o.alpha, "overlay opacity in [0, 1] (default 0.5)")
+      ->type_name("A")->group("output")
+      ->check(number<double>([](double v) { return v >= 0.0 && v <= 1.0; }, "must lie in [0, 1]"));
+  app.add_flag("--show", o.show, "show the overlay in a window (q or Esc stops)")
+      ->group("output")->disable_flag_override();
+
+  app.add_option("--max-frames", o.max_frames, "read at most N input frames")
+      ->type_name("N")->group("run")->check(number<long long>([](long long v) { return v >= 1; }, "must be >= 1"));
+  app.add_option("--every", o.every,
+                 "run the model on every Nth frame; frames in between reuse its labels\n"
+                 "(video and camera only; default 1)")
+      ->type_name("N")->group("run")->check(number<int>([](int v) { return v >= 1; }, "must be >= 1"));
+  app.add_flag("--benchmark", o.benchmark,
+               "warm up, then print model-only and end-to-end latency (p50, p95)\n"
+               "and fps; writes no default output video")
+      ->group("run")->disable_flag_override();
+  app.add_flag("--json", o.json,
+               "print a JSON summary on stdout (frames, dropped, unreadable, fps,\n"
+               "latencies, per-class pixel share, peak RSS)")
+      ->group("run")->disable_flag_override();
+  app.add_flag("--quiet", o.quiet, "no progress or warnings on stderr (errors are still printed)")
+      ->group("run")->disable_flag_override();
+  app.add_flag("-h,--help", o.help, "this help")->group("run")->disable_flag_override();
+
+  app.footer(
+      "Outputs never overwrite an input (any spelling: path, file:// URL, link): such a run is\n"
+      "refused before it starts. Every file appears under its name only when complete and\n"
+      "checked (a video when it plays back with every frame); a failed or killed run leaves\n"
+      "none. An interrupted video is kept as <stem>.partial.mp4.\n"
+      "\n"
+      "Cameras and live streams keep only the newest frame when the model is slower than the\n"
+      "source; the frames skipped that way are counted as \"dropped\". Frames that fail to decode\n"
+      "are skipped and counted as \"unreadable\"; in --images runs an unreadable or refused image is\n"
+      "named on stderr, the others are processed, and the exit code is 7. Ctrl-C (SIGINT) or\n"
+      "SIGTERM stops reading, finishes the frames in flight and keeps the playable video as\n"
+      "<stem>.partial.mp4; a second one quits at once and removes it. FFmpeg's decoder messages\n"
+      "and OpenCV's warnings are silenced; OPENCV_FFMPEG_LOGLEVEL=16 and OPENCV_LOG_LEVEL=INFO\n"
+      "bring them back.\n"
+      "\n"
+      "exit codes: 0 ok, 1 runtime error, 2 usage error, 3 model error, 4 input error,\n"
+      "            5 output error, 6 device error, 7 some images failed, 130 interrupted");
+}
+
+// CLI11's messages, in the words the README and scripts know ("--video needs a value").
+std::string in_our_words(const CLI::ParseError& error) {
+  const std::string message = error.what();
+  std::string name = message.substr(0, message.find_first_of(": "));
+  if (name.rfind('-', 0) != 0) name = "--" + name;  // the flag-override message drops the dashes
+  if (dynamic_cast<const CLI::ArgumentMismatch*>(&error) != nullptr) {
+    if (message.find("flag override") != std::string::npos) return name + " takes no value";
+    if (message.find("At Most") != std::string::npos) return name + " is given more than once";
+    return name + " needs a value";
+  }
+  if (dynamic_cast<const CLI::ValidationError*>(&error) != nullptr && message.rfind(name + ": ", 0) == 0)
+    return name + " " + message.substr(name.size() + 2);
+  return message;
+}
+
+void check_combination(const CliOptions& o) {
+  const int inputs = !o.video.empty() + o.camera.has_value() + !o.image.empty() + !o.images.empty();
+  if (inputs != 1)
+    throw UsageError(inputs == 0 ? "no input: give --video, --camera, --image or --images"
+                                 : "give exactly one of --video, --camera, --image, --images");
+  if (o.every > 1 && o.image_input()) throw UsageError("--every applies to --video and --camera only");
+#if defined(__linux__)
+  // GTK aborts the whole process when it finds no display; refuse early instead.
+  if (o.show && std::getenv("DISPLAY") == nullptr && std::getenv("WAYLAND_DISPLAY") == nullptr)
+    throw UsageError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set");
+#endif
+}
+
+}  // namespace
+
+std::string CliOptions::input_name() const {
+  if (camera) return "camera " + std::to_string(*camera);
+  return !video.empty() ? video : !image.empty() ? image : images;
+}
+
+CliOptions parse_args(int argc, const char* const* argv) {
+  CliOptions o;
+  CLI::App app("", "ema_seg");
+  define_options(app, o);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    throw UsageError(in_our_words(e));
+  }
+  if (o.help) return o;
+  const std::vector<std::string> extras = app.remaining();
+  if (!extras.empty()) {
+    const std::string& first = extras.front();
+    if (first.rfind('-', 0) == 0)
+      throw UsageError("unknown option '" + first.substr(0, first.find('=')) + "' (see --help)");
+    throw UsageError("unexpected argument '" + first + "'; inputs need --video, --image, ...");
+  }
+  check_combination(o);
+  return o;
+}
+
+std::string help_text() {
+  CliOptions unused;
+  CLI::App app("", "ema_seg");
+  define_options(app, unused);
+  return app.help();
+}
+
+}  // namespace emaseg::cli

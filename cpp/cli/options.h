@@ -1,0 +1,48 @@
+// ema_seg's command line: what the user asked for, parsed and checked (options.cpp).
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace emaseg::cli {
+
+struct CliOptions {
+  std::string model;  // empty: the first default model that loads (run.cpp)
+  std::string video;
+  std::optional<int> camera;
+  std::string image;
+  std::string images;
+  std::string output;
+  std::string mask_dir;
+  double alpha = 0.5;
+  std::string codec;  // "h264" or "mp4v"; empty: H.264, else mp4v with a note
+  bool show = false;
+  std::string device = "cpu";
+  bool fp16 = false;
+  bool optimize = false;
+  int threads = 0;  // 0: LibTorch's default
+  double max_megapixels = 40.0;
+  long long max_frames = -1;  // -1: every frame
+  int every = 1;
+  bool benchmark = false;
+  bool json = false;
+  bool quiet = false;
+  bool help = false;
+
+  bool image_input() const { return !image.empty() || !images.empty(); }
+  // The input as the user named it: "camera N", the video path or URL, the image(s).
+  std::string input_name() const;
+};
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The options, or UsageError with one line in ema_seg's words. `help` set: nothing is checked.
+CliOptions parse_args(int argc, const char* const* argv);
+
+// The full --help text, generated from the option definitions.
+std::string help_text();
+
+}  // namespace emaseg::cli

@@ -1,0 +1,161 @@
+#include "report.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <mutex>
+#include <sstream>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+namespace emaseg::cli {
+namespace {
+
+std::mutex g_stderr_mutex;     // the pipeline's threads report too
+bool g_progress_open = false;  // a '\r' progress line is on screen
+
+bool stderr_is_terminal() {
+#if defined(__unix__) || defined(__APPLE__)
+  return isatty(STDERR_FILENO) != 0;
+#else
+  return false;
+#endif
+}
+
+long peak_rss_kb() {  // VmHWM: the most resident memory this process has used
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return -1;
+}
+
+nlohmann::ordered_json json_latency(const emaseg::LatencySummary& s) {
+  return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p95", s.p95}, {"max", s.max}};
+}
+
+}  // namespace
+
+void print_stderr(const std::string& kind, std::string message) {
+  for (char& c : message)
+    if (c == '\n' || c == '\r') c = ' ';  // one line per message, whatever the source said
+  std::lock_guard<std::mutex> lock(g_stderr_mutex);
+  if (g_progress_open) std::fputc('\n', stderr);
+  g_progress_open = false;
+  std::fprintf(stderr, "ema_seg: %s: %s\n", kind.c_str(), emaseg::printable(message).c_str());
+  std::fflush(stderr);
+}
+
+Progress::Progress(bool enabled, long long total)
+    : enabled_(enabled), total_(total), terminal_(stderr_is_terminal()) {}
+
+void Progress::update(long long frames) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  const double interval = terminal_ ? 0.25 : 2.0;  // a log file wants few lines
+  if (std::chrono::duration<double>(now - last_).count() < interval) return;
+  last_ = now;
+  const double seconds = std::chrono::duration<double>(now - start_).count();
+  const double fps = seconds > 0 ? double(frames) / seconds : 0.0;
+  char line[160];
+  if (total_ > 0) {
+    const double eta = fps > 0 ? double(total_ - frames) / fps : 0.0;
+    std::snprintf(line, sizeof line, "frames %lld/%lld (%.0f%%)  %.1f fps  ETA %.0fs", frames, total_,
+                  100.0 * double(frames) / double(total_), fps, eta > 0 ? eta : 0.0);
+  } else {
+    std::snprintf(line, sizeof line, "frames %lld  %.1f fps", frames, fps);
+  }
+  std::lock_guard<std::mutex> lock(g_stderr_mutex);
+  if (terminal_) {
+    std::fprintf(stderr, "\r%-60s", line);
+    g_progress_open = true;
+  } else {
+    std::fprintf(stderr, "%s\n", line);
+  }
+  std::fflush(stderr);
+}
+
+void Progress::finish() {
+  std::lock_guard<std::mutex> lock(g_stderr_mutex);
+  if (g_progress_open) std::fputc('\n', stderr);
+  g_progress_open = false;
+}
+
+void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, bool benchmark) {
+  const auto& s = r.stats;
+  std::uint64_t pixels = 0;
+  for (const auto count : s.class_pixels) pixels += count;
+  const auto text_or_null = [](const std::string& text) {
+    return text.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(text);
+  };
+  nlohmann::ordered_json shares = nlohmann::ordered_json::array();
+  for (std::size_t c = 0; c < s.class_pixels.size(); ++c)
+    shares.push_back({{"id", c},
+                      {"name", c < meta.class_names.size() ? meta.class_names[c] : ""},
+                      {"share", pixels ? double(s.class_pixels[c]) / double(pixels) : 0.0}});
+  const long rss = peak_rss_kb();
+  const nlohmann::ordered_json report = {
+      {"input", r.input},
+      {"model", r.model},
+      {"config_name", meta.config_name},
+      {"device", r.device},
+      {"threads", threads},
+      {"output", text_or_null(r.output)},
+      {"mask_dir", text_or_null(r.mask_dir)},
+      {"codec", text_or_null(r.codec)},
+      {"frames", s.delivered},
+      {"inferred", s.inferred},
+      {"reused", s.reused},
+      {"dropped", s.dropped},
+      {"unreadable", s.unreadable},
+      {"failed", s.failed},
+      {"seconds", s.seconds},
+      {"fps", s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0},
+      {"interrupted", r.interrupted},
+      {"partial", r.partial},
+      {"benchmark", benchmark},
+      {"model_ms", json_latency(s.model_ms)},
+      {"end_to_end_ms", json_latency(s.latency_ms)},
+      {"class_share", shares},
+      {"peak_rss_mb", rss >= 0 ? nlohmann::ordered_json(double(rss) / 1024.0) : nlohmann::ordered_json()},
+  };
+  // Invalid UTF-8 in a path (a file name is bytes) is replaced rather than failing the run.
+  // ensure_ascii: every control character of a file name or URL arrives as a \u escape.
+  const std::string text = report.dump(2, ' ', true, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+  std::fputs(text.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+void print_benchmark(const RunReport& r, cv::Size size, int warmup_runs, int threads) {
+  const auto& s = r.stats;
+  std::printf("benchmark: %lld frames of %dx%d on %s, %s thread(s), after %d warm-up runs\n", s.delivered,
+              size.width, size.height, r.device.c_str(), threads > 0 ? std::to_string(threads).c_str() : "default",
+              warmup_runs);
+  std::printf("  model only  p50 %8.2f ms  p95 %8.2f ms  (%.1f fps at p50)\n", s.model_ms.p50, s.model_ms.p95,
+              s.model_ms.p50 > 0 ? 1000.0 / s.model_ms.p50 : 0.0);
+  std::printf("  end-to-end  p50 %8.2f ms  p95 %8.2f ms  throughput %.1f fps\n", s.latency_ms.p50,
+              s.latency_ms.p95, s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0);
+  std::fflush(stdout);
+}
+
+void print_summary(const RunReport& r) {
+  const auto& s = r.stats;
+  std::ostringstream line;
+  line << std::fixed << std::setprecision(2);
+  line << (r.interrupted ? "interrupted after " : "done: ") << s.delivered << " frame(s) in " << s.seconds
+       << " s (" << (s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0) << " fps)";
+  if (s.dropped) line << ", " << s.dropped << " dropped";
+  if (r.bad_images) line << ", " << r.bad_images << " image(s) failed";
+  else if (s.unreadable) line << ", " << s.unreadable << " unreadable";
+  if (!r.output.empty()) line << " -> " << r.output;
+  if (r.partial) line << " (partial)";
+  std::lock_guard<std::mutex> lock(g_stderr_mutex);
+  std::fprintf(stderr, "%s\n", emaseg::printable(line.str()).c_str());
+}
+
+}  // namespace emaseg::cli

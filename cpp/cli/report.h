@@ -1,0 +1,51 @@
+// What ema_seg prints: one-line messages and progress on stderr, the summary line, --json and
+// --benchmark on stdout. Everything that comes from the user's files is escaped (printable).
+#pragma once
+
+#include <emaseg/emaseg.h>
+#include <emaseg/pipeline.h>
+
+#include <opencv2/core.hpp>
+
+#include <chrono>
+#include <string>
+
+namespace emaseg::cli {
+
+// "ema_seg: KIND: MESSAGE" on one line (a progress line on screen is ended first).
+void print_stderr(const std::string& kind, std::string message);
+
+// "frames 12/100 (12%)  9.5 fps  ETA 9s", in place on a terminal, every 2 s into a log.
+class Progress {
+ public:
+  Progress(bool enabled, long long total);
+  void update(long long frames);
+  void finish();
+
+ private:
+  bool enabled_;
+  long long total_;
+  bool terminal_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_ = start_;
+};
+
+struct RunReport {
+  std::string input;
+  std::string model;
+  std::string device;
+  std::string output;    // empty: none
+  std::string mask_dir;  // empty: none
+  std::string codec;     // the video's: "h264", "mp4v"; empty: none
+  bool interrupted = false;
+  bool partial = false;  // `output` is the interrupted run's <stem>.partial video
+  long long bad_images = 0;  // --image/--images: unreadable or refused
+  emaseg::PipelineStats stats;
+};
+
+void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, bool benchmark);
+void print_benchmark(const RunReport& r, cv::Size size, int warmup_runs, int threads);
+// "done: 100 frame(s) in 4.20 s (23.81 fps) -> out.mp4" on stderr.
+void print_summary(const RunReport& r);
+
+}  // namespace emaseg::cli

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every CUDA leg in one command, on a machine with an NVIDIA GPU (none is available where this
+# project is developed: see README, "What was verified where"). Under 10 minutes on one GPU.
+#
+#   bash scripts/verify_cuda.sh
+#
+# 1. .venv-cuda: torch 2.13 from PyPI (the Linux wheel there is the CUDA build) and emaseg;
+# 2. build-cuda/: the runtime and ema_seg against that LibTorch (needs the CUDA toolkit's nvcc
+#    and headers, which LibTorch's CMake package asks for; /usr/local/cuda is searched);
+# 3. scripts/verify_cuda.py: one line per check (PASS/FAIL/SKIP), exit 1 if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\033[1;34m[verify_cuda]\033[0m %s\n' "$*" >&2; }
+
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "FAIL cuda device: nvidia-smi finds no NVIDIA GPU"
+    exit 1
+fi
+nvidia-smi -L >&2
+
+bash scripts/setup.sh >&2 || { echo "FAIL setup: scripts/setup.sh failed (above)"; exit 1; }  # apt packages, sample video
+
+VENV=.venv-cuda
+[ -x $VENV/bin/python ] || python3 -m venv $VENV
+if ! $VENV/bin/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+    log "pip: torch ${EMASEG_CUDA_TORCH:-torch==2.13.0} (CUDA build) into $VENV"
+    $VENV/bin/python -m pip install -q "${EMASEG_CUDA_TORCH:-torch==2.13.0}" || { echo "FAIL install: pip"; exit 1; }
+fi
+$VENV/bin/python -m pip install -q -e ".[dev]" || { echo "FAIL install: emaseg"; exit 1; }
+
+cli=build-cuda/ema_seg
+[ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
+log "cmake: build-cuda/ (CLI and runtime against $VENV's LibTorch)"
+if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DEMASEG_PYTHON="$PWD/$VENV/bin/python" \
+        -DEMASEG_BUILD_PYTHON=OFF -DEMASEG_BUILD_TESTS=OFF >build-cuda.log 2>&1 &&
+   cmake --build build-cuda -j "$(nproc)" --target ema_seg >>build-cuda.log 2>&1; then
+    echo "PASS build: $cli against CUDA LibTorch"
+else
+    echo "FAIL build: see build-cuda.log ($(grep -m1 -iE 'error|could not find' build-cuda.log))"
+fi
+
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} $VENV/bin/python scripts/verify_cuda.py --cli "$cli" \
+    --work "${EMASEG_CUDA_WORK:-/tmp/emaseg-cuda}"
