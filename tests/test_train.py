@@ -220,11 +220,14 @@ def test_flags_and_set_are_one_override_list(capsys):
     cfg = train.build_config(CONFIG, args.set)
     assert (cfg.schedule.iters, cfg.schedule.lr, cfg.schedule.batch_size) == (7, 0.5, 3)
     assert train.build_config(CONFIG, parse("--set", "schedule.iters=7", "--iters", "5").set).schedule.iters == 5
-    with pytest.raises(ValueError, match="must be positive"):
-        train.build_config(CONFIG, parse("--iters", "0").set)
+    with pytest.raises(SystemExit):  # the shortcut's bound is checked while parsing
+        parse("--iters", "0")
+    assert "--iters: must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="must be positive"):  # --set gets the config's own check
+        train.build_config(CONFIG, parse("--set", "schedule.iters=0").set)
     with pytest.raises(SystemExit):
         parse("--stop-at", "0")
-    assert "expects a positive integer" in capsys.readouterr().err
+    assert "--stop-at: must be at least 1, got 0" in capsys.readouterr().err
     help_text = train.get_args_parser().format_help()
     assert all(name in help_text for name in emaseg.CONFIGS) and "= --set schedule.iters=N" in help_text
 
