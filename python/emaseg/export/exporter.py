@@ -244,8 +244,8 @@ def _write_onnx(module: SegmentationModule, meta: dict[str, Any], output: Path, 
             runner = onnx.OrtSegmenter(tmp, threads=torch.get_num_threads())
             segment = lambda f: torch.from_numpy(runner.segment_batch(f.cpu().numpy()))  # noqa: E731
             rows = gates.compare_package(module, segment, None, gates.gate_frames(fixed, frames),
-                                         gates.PACKAGE_TOLERANCE["float32"], "cpu")
-            gates.gate_package(rows, low_precision=False, tolerance=gates.PACKAGE_TOLERANCE["float32"],
+                                         gates.ONNX_TOLERANCE, "cpu")
+            gates.gate_package(rows, low_precision=False, tolerance=gates.ONNX_TOLERANCE,
                                against="ONNX Runtime against the eager module")
             timing = _time_per_frame(segment, "cpu", sizes=fixed)
     except WriteError as e:
