@@ -270,7 +270,7 @@ def test_check_output_refuses_inputs_in_any_spelling(tmp_path, monkeypatch):
 def test_no_other_temp_file_scheme_in_the_tools():
     """One atomic writer: no tool or library module makes its own temp files or renames."""
     sources = [*(ROOT / "python").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]
-    own = {"atomic.py", "runtime.py", "inference.py", "module.py", "benchmark.py", "overlay_frame.py"}
+    own = {"atomic.py", "runtime.py", "inference.py", "module.py", "benchmark.py"}
     offenders = [str(p.relative_to(ROOT)) for p in sources if p.name not in own
                  and any(s in p.read_text() for s in ("mkstemp", "os.replace(", ".replace(path)", '+ ".tmp"', '".part"'))]
     assert not offenders, offenders
@@ -477,6 +477,72 @@ def test_prepare_cityscapes_full_disk(full_disk):
     assert len(errors) == 3 and all("cannot write" in e and "_gtFine_labelTrainIds.png" in e and NO_SPACE in e
                                     for e in errors), result.stderr
     assert not list(root.rglob("*_labelTrainIds.png")) and not leftovers(root)
+
+
+# ----------------------------------------------------------------------------- overlay_frame.py
+
+OVERLAY_FRAME = ROOT / "scripts" / "overlay_frame.py"
+
+
+@pytest.fixture(scope="module")
+def two_videos(tmp_path_factory) -> tuple[Path, Path]:
+    """Two 5-frame 32x48 videos, frame k of each a flat grey (20 k, and 200 - 20 k)."""
+    folder = tmp_path_factory.mktemp("videos")
+    paths = []
+    for name, level in (("in.avi", lambda k: 20 * k), ("overlay.avi", lambda k: 200 - 20 * k)):
+        writer = cv2.VideoWriter(str(folder / name), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+        for k in range(5):
+            writer.write(np.full((32, 48, 3), level(k), np.uint8))
+        writer.release()
+        paths.append(folder / name)
+    return paths[0], paths[1]
+
+
+def test_overlay_frame_puts_the_two_frames_side_by_side(two_videos, tmp_path):
+    out = tmp_path / "pair.png"
+    result = run_tool(OVERLAY_FRAME, *two_videos, out, "--frame", "3")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    picture = cv2.imread(str(out))
+    assert picture.shape == (32, 48 + 8 + 48, 3)
+    # MJPG is lossy: flat frames come back within a few levels of what was written.
+    assert abs(int(picture[:, :48].mean()) - 60) <= 3 and abs(int(picture[:, 56:].mean()) - 140) <= 3
+    assert (picture[:, 48:56] == 255).all()  # the white gap
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pair.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("case, code, fragment", [
+    ("past the end", 1, "has 5 frames (0 to 4); --frame 5 is past its end"),
+    ("negative frame", 2, "argument --frame: must be at least 0, got -1"),
+    ("output is the input", 1, "refusing to overwrite an input"),
+    ("no image writer", 1, "OpenCV has no image writer for .xyz"),
+    ("missing video", 1, "cannot open"),
+])
+def test_overlay_frame_refuses_bad_arguments_before_writing(two_videos, tmp_path, case, code, fragment):
+    video, overlay = two_videos
+    before = overlay.read_bytes()
+    out = {"output is the input": overlay, "no image writer": tmp_path / "pair.xyz"}.get(case, tmp_path / "pair.png")
+    first = tmp_path / "missing.mp4" if case == "missing video" else video
+    frame = {"past the end": "5", "negative frame": "-1"}.get(case, "0")
+    result = run_tool(OVERLAY_FRAME, first, overlay, out, "--frame", frame)
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+    assert fragment in result.stderr, result.stderr
+    assert overlay.read_bytes() == before  # an input is never touched
+    assert sorted(tmp_path.iterdir()) == [], sorted(tmp_path.iterdir())  # nothing written, no temporary
+
+
+def test_overlay_frame_full_disk_leaves_nothing(two_videos, tmp_path):
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = Disk(tmp_path / "disk", None)
+    mount_tmpfs(disk.folder)
+    try:
+        disk.fill()
+        out = disk.folder / "pair.png"
+        result = run_tool(OVERLAY_FRAME, *two_videos, out, "--frame", "1")
+        assert_failed(result, 1, "overlay_frame.py: error:", f"cannot write {out}", NO_SPACE)
+        assert_nothing_written(out)
+    finally:
+        unmount(disk.folder)
 
 
 def test_sizes_are_read_the_same_by_every_tool():
