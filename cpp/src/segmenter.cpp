@@ -16,6 +16,15 @@ std::string type_name(int type) {
   return std::string("CV_") + depths[CV_MAT_DEPTH(type)] + "C" + std::to_string(CV_MAT_CN(type));
 }
 
+// "81.0 megapixels", or the exact count below 0.1 megapixels, where one decimal would print a
+// small limit as 0.0.
+std::string pixel_count(long long pixels) {
+  if (pixels < 100000) return std::to_string(pixels) + " pixels";
+  char text[40];
+  std::snprintf(text, sizeof text, "%.1f megapixels", double(pixels) / 1e6);
+  return text;
+}
+
 // The model contract's input: BGR uint8, at least 8x8 (smaller frames break the resize).
 void check_frame(const cv::Mat& frame, long long max_pixels) {
   if (frame.empty())
@@ -30,14 +39,11 @@ void check_frame(const cv::Mat& frame, long long max_pixels) {
                                             std::to_string(frame.rows) +
                                             "; the model needs at least 8x8 pixels");
   const long long pixels = static_cast<long long>(frame.rows) * frame.cols;
-  if (max_pixels > 0 && pixels > max_pixels) {
-    char text[200];
-    std::snprintf(text, sizeof text,
-                  "frame is %dx%d (%.1f megapixels), more than the limit of %.1f megapixels "
-                  "(raise it with Options::max_pixels / ema_seg --max-pixels)",
-                  frame.cols, frame.rows, double(pixels) / 1e6, double(max_pixels) / 1e6);
-    throw Error(Error::Kind::kArgument, text);
-  }
+  if (max_pixels > 0 && pixels > max_pixels)
+    throw Error(Error::Kind::kArgument,
+                "frame is " + std::to_string(frame.cols) + "x" + std::to_string(frame.rows) + " (" +
+                    pixel_count(pixels) + "), more than the limit of " + pixel_count(max_pixels) +
+                    " (raise it with Options::max_pixels / ema_seg --max-pixels)");
 }
 
 // Checked before anything is loaded, so a bad value is a clear error and not a crash.
