@@ -25,10 +25,12 @@ TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
 # (measured 1.7e-7 on the demo model), so the TorchScript bound holds for float32 packages.
 PACKAGE_TOLERANCE = TOLERANCE
 # ONNX Runtime runs its own kernels (which of its ops moves the scores was not pinned down): on
-# the retrained demo model 2 of the 24,000 pixels of the 120x200 gate frame took another label,
-# where the eager module's two best probabilities lay 6.8e-4 and 1.6e-4 apart. A near-tie for
-# an .onnx file is this close.
-ONNX_TOLERANCE = 1e-3
+# the 120x200 gate frame, the demo model's frame-size probabilities through ORT differ from the
+# eager module's by up to 1.75e-3 (measured with an ONNX file of `probabilities`), so a label may
+# flip wherever its two best probabilities lie within twice that; 6 of the frame's 24,000 pixels
+# did, at gaps from 3.5e-5 to 1.2e-3. A near-tie for an .onnx file is this close (was 1e-3, set
+# from the earlier demo model's flips alone, before ORT's error was measured).
+ONNX_TOLERANCE = 5e-3
 # A low-precision package is gated against the float32 module, since Inductor keeps bfloat16
 # intermediates in float32 inside fused kernels where eager rounds after every op (so it is
 # closer to float32 than eager bfloat16 is). Labels: at least this share equal to float32's on
