@@ -23,7 +23,7 @@ PROG = "overlay_frame.py"
 
 
 class FrameError(Exception):
-    """A video that cannot give the frame asked for."""
+    """A user error this tool reports in one line: a video, frame or picture format it cannot use."""
 
 
 def read_frame(path: str, index: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def read_frame(path: str, index: int) -> np.ndarray:
     try:
         if not cap.isOpened():
             raise FrameError(f"cannot open {path} as a video")
-        # Checked before seeking: OpenCV's seek past the end decodes the whole file to find out.
+        # Checked before seeking, so a frame past the end is named as such, with the valid range.
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if count > 0 and index >= count:
             raise FrameError(f"{path} has {count} frames (0 to {count - 1}); --frame {index} is past its end")
