@@ -4,17 +4,23 @@
     python python/export.py --checkpoint CKPT --output models/NAME.pt [--mode whole|slide]
         [--size HxW | --short-side N] [--flip] [--dtype float32|float16|bfloat16]
         [--device cpu|cuda] [--optimize]
-    python python/export.py --checkpoint CKPT --output models/NAME.pt2 [same options] [--frame-size HxW]
-        [--frame-sizes HxW,HxW,...]
+    python python/export.py --checkpoint CKPT --output models/NAME.pt2 [same options]
+        [--aspect-ratios W:H,...] [--network-sizes HxW,...] [--frame-sizes HxW,...] [--frame-size HxW]
+        [--no-any-size] [--add-to models/NAME.pt2]
     python python/export.py --checkpoint CKPT --output models/NAME.pt2 --dtype int8 --calibration DIR [--frame-size HxW]
     python python/export.py --inspect models/NAME.pt
 
 The output's suffix picks the format: .pt is TorchScript (loads in any LibTorch app, any CPU);
 .pt2 is an AOTInductor package (torch.export, compiled ahead of time: faster, but tied to this
 CPU's instruction set, or the GPU, and to this torch version; the runtime checks both). A .pt2
-takes frames of any size, or with --frame-size only that size (compiles ~5x faster, runs faster);
---frame-sizes adds a model compiled for exactly each listed size, which the runtime takes for
-frames of that size (the camera resolutions: a fixed-size model is up to 2.8x faster).
+holds the network compiled for fixed network input sizes, the fast code, and once for any size;
+the exact resize in and the labels out run outside it at any frame size. The network input size
+follows from the frame's aspect ratio alone (keep-ratio test scale): --aspect-ratios 16:9,4:3
+compiles the sizes of every 16:9 and 4:3 camera, --network-sizes names them directly,
+--frame-sizes by a frame size; --frame-size HxW compiles only that frame's size, without the
+any-size model (--no-any-size likewise for the others). --add-to PACKAGE keeps the models of an
+existing package of this checkpoint and compiles only the sizes it lacks (--output may be the
+same file: it is replaced only once the new package passed its gate).
 --dtype int8 (.pt2, CPU): post-training quantisation calibrated on the images of DIR (searched
 recursively, e.g. a dataset's val folder; a few dozen frames like the deployed ones), gated on
 the DIR images it held out: labels at least 97% equal to float32's on average.
@@ -51,11 +57,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", metavar="DIR", help="--dtype int8: the folder of calibration images")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (where the parity gate runs)")
     p.add_argument("--optimize", action="store_true", help="freeze the module (folds BN, inlines constants)")
-    p.add_argument("--frame-size", help=".pt2 only: compile for frames of exactly HxW (one video resolution; "
-                                        "faster to compile and run) instead of any size")
+    p.add_argument("--frame-size", help=".pt2 only: compile only for frames like HxW (their network size), "
+                                        "without the any-size model")
     p.add_argument("--frame-sizes", metavar="HxW,...",
-                   help=".pt2 only: also compile a model for frames of exactly each of these sizes (camera "
-                        "resolutions, e.g. 720x1280,1080x1920); the runtime takes it for frames of that size")
+                   help=".pt2 only: compile the network for the network size of each of these frame sizes")
+    p.add_argument("--network-sizes", metavar="HxW,...",
+                   help=".pt2 only: compile the network for exactly these network input sizes")
+    p.add_argument("--aspect-ratios", metavar="W:H,...",
+                   help=".pt2 only: compile the network for the network size of frames of these aspect "
+                        "ratios (landscape 16:9, portrait 9:16)")
+    p.add_argument("--no-any-size", action="store_true",
+                   help=".pt2 only: leave out the any-size model (frames of other network sizes are refused)")
+    p.add_argument("--add-to", metavar="PACKAGE",
+                   help=".pt2 only: keep this package's models and compile only the sizes it lacks")
     p.add_argument("--inspect", metavar="FILE", help="print an exported file's metadata and exit")
     return p
 
@@ -69,6 +83,18 @@ def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
         return cli.parse_size(text, flag)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def parse_sizes(text: str | None, flag: str) -> tuple[tuple[int, int], ...]:
+    return tuple(parse_size(part.strip(), flag) for part in text.split(",")) if text is not None else ()
+
+
+def parse_ratio(text: str) -> tuple[int, int]:
+    """ "16:9" -> (16, 9), W:H."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"--aspect-ratios: expected W:H with positive integers, e.g. 16:9, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -87,19 +113,22 @@ def main(args: argparse.Namespace) -> int:
         resize = ResizePolicy("none")
     # `is not None`: an empty value is a bad size, not a missing flag.
     frame_size = parse_size(args.frame_size, "--frame-size") if args.frame_size is not None else None
-    frame_sizes = tuple(parse_size(text.strip(), "--frame-sizes") for text in args.frame_sizes.split(",")) \
-        if args.frame_sizes is not None else ()
+    frame_sizes = parse_sizes(args.frame_sizes, "--frame-sizes")
+    network_sizes = parse_sizes(args.network_sizes, "--network-sizes")
+    aspect_ratios = tuple(parse_ratio(text.strip()) for text in args.aspect_ratios.split(",")) \
+        if args.aspect_ratios is not None else ()
     report = export_model(args.checkpoint, args.output, mode=args.mode, resize=resize, flip=args.flip,
                           dtype=args.dtype, device=args.device, optimize=args.optimize, frame_size=frame_size,
-                          calibration=args.calibration, frame_sizes=frame_sizes)
+                          calibration=args.calibration, frame_sizes=frame_sizes, network_sizes=network_sizes,
+                          aspect_ratios=aspect_ratios, any_size=not args.no_any_size, add_to=args.add_to)
     worst = max(r["max_abs_score_diff"] for r in report.parity)
     print(f"wrote {report.output} ({report.metadata['config_name']}, {report.metadata['dtype']}, "
           f"mode {report.metadata['mode']}, resize {report.metadata['resize']['type']})")
-    fixed = report.metadata.get("fixed_input") or {}
-    if fixed:  # what torch.export could not keep symbolic: the package takes only these sizes
-        print("note: the package is specialised to " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
-    if report.metadata.get("frame_models"):
-        print("also compiled for frames of exactly " + ", ".join(report.metadata["frame_models"]))
+    if report.output.suffix == ".pt2":
+        sizes = ", ".join(report.metadata["network_models"]) or "none"
+        print(f"network compiled for the network input sizes {sizes}"
+              + (", and for any other size" if report.metadata["any_size"] else " (no any-size model: frames "
+                 "of other network sizes are refused)"))
     ties = sum(r.get("near_ties", 0) for r in report.parity)
     same = "labels identical" + (f" but for {ties} near-tie pixel(s)" if ties else "")
     if report.output.suffix == ".pt2" and args.dtype != "float32":  # gated against float32

@@ -1,37 +1,39 @@
 #!/usr/bin/env python3
 """The default model at every camera's frame size, through the CLI a user runs.
 
-    python scripts/benchmark_frame_sizes.py [--sizes 256x512,720x1280,...] [--threads 2] [--frames 40]
-        [--out docs/benchmarks/frame_sizes] [--no-network]
+    python scripts/benchmark_frame_sizes.py [--sizes 720x1280,480x640,...] [--threads 2] [--frames 30]
+        [--baseline DIR] [--end-to-end] [--out docs/benchmarks/frame_sizes]
 
-For each frame size (default: the sample video's 256x512, 720p, 1080p, 4K and an odd 700x1000):
-the sample video resized to it (mp4v), then
-- `ema_seg --video V --benchmark --json` with no --model (the default model setup.sh makes):
-  model-only latency p50 / p95, and its ratio to the first size's;
-- `ema_seg --video V --output O.mp4 --json`: end-to-end fps (decode, model, overlay, H.264 or
-  mp4v encode, each on its own thread), and the codec it wrote;
-- the same model file through the C++ runtime's bindings on the decoded frames with nothing
-  beside it (the CLI's model time includes sharing the 2 cores with its decoding thread);
-- the network alone, compiled (AOTInductor) for that size's network input, in this process with
-  the same threads: the share of the model time spent outside the network.
+For each frame size (HxW; default: the common webcams, 4:3 and 16:9 camera sizes, portrait phone
+video, 4K, the sample's 2:1 and an aspect ratio set-up does not compile), the sample video resized
+to it (mp4v), then `ema_seg --video V --benchmark --json` with no --model (the default model
+setup.sh makes): model-only latency p50 / p95, and its ratio to the first size's (720p by default)
+and, for portrait sizes, to the landscape size it mirrors. Whether the package holds a network
+compiled for the frame's network size, or the frame ran on its any-size network, is read off the
+CLI's stderr note.
+
+`--baseline DIR`: the same videos through DIR/build/ema_seg and DIR/models/emanet_demo.pt2 (another
+checkout, e.g. a `git worktree` of an earlier commit, built and set up), in the same run: the
+"vs baseline" column. `--end-to-end`: also `ema_seg --video V --output O.mp4` fps.
 All in one run on one machine: compare these numbers with each other only. Writes
-frame_sizes.json and frame_sizes.md to --out and prints the table.
+frame_sizes.json, frame_sizes.md and frame_sizes.png to --out and prints the table.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 
-DEFAULT_SIZES = "256x512,720x1280,1080x1920,2160x3840,700x1000"
+DEFAULT_SIZES = ("720x1280,480x640,600x800,768x1024,1080x1440,1080x1920,1920x1080,2160x3840,"
+                 "256x512,1520x2704,700x1000")
 
 
 def resized_video(source: Path, size: tuple[int, int], frames: int, out: Path) -> Path:
@@ -51,120 +53,111 @@ def resized_video(source: Path, size: tuple[int, int], frames: int, out: Path) -
     return out
 
 
-def cli(args: list[str], threads: int) -> dict:
+def cli(root: Path, args: list[str], threads: int) -> tuple[dict, str]:
+    """The --json report and stderr of `root`/build/ema_seg run in `root` (its default model)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    run = subprocess.run([str(ROOT / "build" / "ema_seg"), *args, "--threads", str(threads), "--json", "--quiet"],
-                         capture_output=True, text=True, cwd=ROOT, env=env)
+    run = subprocess.run([str(root / "build" / "ema_seg"), *args, "--threads", str(threads), "--json"],
+                         capture_output=True, text=True, cwd=root, env=env)
     if run.returncode != 0:
-        raise SystemExit(f"ema_seg {' '.join(args)} failed: {run.stderr.strip()}")
-    return json.loads(run.stdout)
+        raise SystemExit(f"{root}/build/ema_seg {' '.join(args)} failed: {run.stderr.strip()}")
+    return json.loads(run.stdout), run.stderr
 
 
-RUNTIME_ALONE = """
-import sys, time, cv2
-from emaseg import runtime
-segmenter = runtime.Segmenter(sys.argv[2], threads=int(sys.argv[3]))
-capture, frames = cv2.VideoCapture(sys.argv[1]), []
-while True:
-    ok, frame = capture.read()
-    if not ok:
-        break
-    frames.append(frame)
-for frame in frames[:3]:
-    segmenter.segment(frame)
-times = []
-for frame in frames:
-    t0 = time.perf_counter()
-    segmenter.segment(frame)
-    times.append((time.perf_counter() - t0) * 1000)
-print(sorted(times)[len(times) // 2])
-"""
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
-def runtime_ms(video: Path, model: str, threads: int) -> float:
-    """Median ms of `Segmenter.segment` (the C++ runtime through the bindings) on the decoded
-    frames, nothing else running: the model's time without the CLI's decoding thread beside it."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    run = subprocess.run([sys.executable, "-c", RUNTIME_ALONE, str(video), str(ROOT / model), str(threads)],
-                         capture_output=True, text=True, cwd=ROOT, env=env)
-    if run.returncode != 0:
-        raise SystemExit(f"the runtime alone failed on {video.name}: {run.stderr.strip()}")
-    return float(run.stdout.strip().splitlines()[-1])
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def network_ms(size: tuple[int, int], threads: int, cache: dict) -> float:
-    """Median ms of the demo network alone (normalised input at the network size), compiled."""
-    import torch
-    from torch._inductor import aoti_compile_and_package, aoti_load_package
-
-    from emaseg.export.exporter import build_module
-
-    module, _ = build_module(ROOT / "models" / "emanet_demo.pth", mode=None, resize=None, flip=False,
-                             dtype="float32", device="cpu")
-    net_size = module.network_size(*size)
-    if net_size not in cache:
-        torch.set_num_threads(threads)
-        x = torch.randn(1, 3, *net_size)
-        with torch.no_grad():
-            program = torch.export.export(module.seg, (x,))
-            with tempfile.TemporaryDirectory() as tmp:
-                path = aoti_compile_and_package(program, package_path=f"{tmp}/net.pt2",
-                                                inductor_configs={"freezing": True})
-                net = aoti_load_package(path)
-                for _ in range(3):
-                    net(x)
-                times = []
-                for _ in range(15):
-                    t0 = time.perf_counter()
-                    net(x)
-                    times.append((time.perf_counter() - t0) * 1000)
-        cache[net_size] = sorted(times)[len(times) // 2]
-    return cache[net_size]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    x = range(len(rows))
+    width = 0.4 if any("baseline_p50_ms" in r for r in rows) else 0.8
+    ax.bar([i - (width / 2 if width < 0.8 else 0) for i in x], [r["model_p50_ms"] for r in rows], width,
+           label="this build", color=["#2a7" if r["compiled"] else "#e93" for r in rows])
+    if width < 0.8:
+        ax.bar([i + width / 2 for i in x], [r.get("baseline_p50_ms", 0) for r in rows], width, label="baseline",
+               color="#999")
+    ax.set_xticks(list(x), [r["size"] for r in rows], rotation=30)
+    ax.set_ylabel("model-only p50 ms (CLI)")
+    ax.set_title("Default model by frame size (green: compiled network size, orange: any-size network)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default=DEFAULT_SIZES, help="HxW,HxW,... (the first is the reference row)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--frames", type=int, default=40, help="frames per video")
+    p.add_argument("--frames", type=int, default=30, help="frames per video")
+    p.add_argument("--baseline", metavar="DIR", help="another checkout, built and set up, to run beside this one")
+    p.add_argument("--end-to-end", action="store_true", help="also time ema_seg --output (decode, overlay, encode)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "frame_sizes"))
-    p.add_argument("--no-network", action="store_true", help="skip compiling the network alone")
     args = p.parse_args()
+    from tqdm import tqdm
+
     from emaseg.atomic import atomic_open
     from emaseg.cli import parse_size
 
     sizes = [parse_size(text.strip(), "--sizes") for text in args.sizes.split(",")]
-    rows, cache = [], {}
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for h, w in sizes:
+        for h, w in tqdm(sizes, desc="frame sizes", unit="size"):
             video = resized_video(ROOT / "data" / "sample" / "street.mp4", (h, w), args.frames, Path(tmp) / f"{h}x{w}.mp4")
-            bench = cli(["--video", str(video), "--benchmark"], args.threads)
-            e2e = cli(["--video", str(video), "--output", str(Path(tmp) / f"o{h}x{w}.mp4")], args.threads)
+            bench, stderr = cli(ROOT, ["--video", str(video), "--benchmark"], args.threads)
             row = {"size": f"{h}x{w}", "model": bench["model"], "model_p50_ms": bench["model_ms"]["p50"],
-                   "model_p95_ms": bench["model_ms"]["p95"], "end_to_end_fps": e2e["fps"],
-                   "codec": e2e.get("codec"), "runtime_alone_ms": runtime_ms(video, bench["model"], args.threads)}
-            if not args.no_network:
-                row["network_ms"] = network_ms((h, w), args.threads, cache)
-                row["share_outside_network"] = 1 - row["network_ms"] / row["runtime_alone_ms"]
+                   "model_p95_ms": bench["model_ms"]["p95"], "compiled": "any-size model" not in stderr}
+            if baseline is not None:
+                old, _ = cli(baseline, ["--video", str(video), "--benchmark"], args.threads)
+                row["baseline_p50_ms"] = old["model_ms"]["p50"]
+            if args.end_to_end:
+                e2e, _ = cli(ROOT, ["--video", str(video), "--output", str(Path(tmp) / f"o{h}x{w}.mp4")], args.threads)
+                row["end_to_end_fps"], row["codec"] = e2e["fps"], e2e.get("codec")
             rows.append(row)
-            print(json.dumps(row), flush=True)
     base = rows[0]["model_p50_ms"]
-    lines = [f"| frame | CLI model p50 ms | fps | vs {rows[0]['size']} | runtime alone ms (fps) | network ms | "
-             "outside network | end to end fps |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    by_size = {r["size"]: r for r in rows}
+    head = f"| frame (HxW) | network | model p50 ms | p95 ms | vs {rows[0]['size']} | vs landscape |"
+    rule = "|---|---|---:|---:|---:|---:|"
+    if baseline is not None:
+        head, rule = head + " baseline p50 ms | vs baseline |", rule + "---:|---:|"
+    if args.end_to_end:
+        head, rule = head + " end to end fps |", rule + "---:|"
+    lines = [head, rule]
     for r in rows:
+        h, w = r["size"].split("x")
+        mirror = by_size.get(f"{w}x{h}") if int(h) > int(w) else None
         r["vs_first"] = r["model_p50_ms"] / base
-        net = f"{r['network_ms']:.1f} | {r['share_outside_network']:.0%}" if "network_ms" in r else "- | -"
-        lines.append(f"| {r['size']} | {r['model_p50_ms']:.1f} | {1000 / r['model_p50_ms']:.1f} | "
-                     f"{r['vs_first']:.2f}x | {r['runtime_alone_ms']:.1f} ({1000 / r['runtime_alone_ms']:.1f}) | {net} | {r['end_to_end_fps']:.1f} ({r['codec'] or '?'}) |")
-    table = "\n".join(lines)
+        if mirror is not None:
+            r["vs_landscape"] = r["model_p50_ms"] / mirror["model_p50_ms"]
+        line = (f"| {r['size']} | {'compiled' if r['compiled'] else 'any-size'} | {r['model_p50_ms']:.1f} | "
+                f"{r['model_p95_ms']:.1f} | {r['vs_first']:.2f}x | "
+                f"{'%.2fx' % r['vs_landscape'] if 'vs_landscape' in r else '-'} |")
+        if baseline is not None:
+            r["vs_baseline"] = r["model_p50_ms"] / r["baseline_p50_ms"]
+            line += f" {r['baseline_p50_ms']:.1f} | {r['vs_baseline']:.2f}x |"
+        if args.end_to_end:
+            line += f" {r['end_to_end_fps']:.1f} ({r['codec']}) |"
+        lines.append(line)
+    cpu = cpu_name()
+    table = "\n".join(lines) + f"\n\n{cpu}, {args.threads} threads, {args.frames} frames per size.\n"
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / "frame_sizes.json", "w") as f:
-        json.dump({"threads": args.threads, "frames": args.frames, "rows": rows}, f, indent=1)
+        json.dump({"cpu": cpu, "threads": args.threads, "frames": args.frames, "rows": rows}, f, indent=1)
     with atomic_open(out / "frame_sizes.md", "w") as f:
-        f.write(table + "\n")
+        f.write(table)
+    plot(rows, out / "frame_sizes.png")
     return 0
 
 

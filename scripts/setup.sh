@@ -64,7 +64,9 @@ fi
 # Re-exported when missing or stale: the stamp beside it hashes what the file is made from (the
 # checkpoint, the emaseg code that builds the exported module, the torch version).
 SAMPLE_SIZE=256x512  # HxW of the sample video data/sample/street.mp4
-FRAME_SIZES="$SAMPLE_SIZE,720x1280,1080x1920,2160x3840"  # HxW the default .pt2 is compiled for exactly
+# The aspect ratios (W:H) whose network input size the default .pt2 is compiled for: every 16:9
+# and 4:3 camera (720p, 1080p, 4K, webcams, PAL, 1440x1080), the sample's 2:1, portrait phone video.
+ASPECT_RATIOS="16:9,4:3,2:1,9:16"
 export_stamp() {
     { sha256sum models/emanet_demo.pth; find python/emaseg -name '*.py' | sort | xargs sha256sum;
       "$VPY" -c "import torch; print(torch.__version__)"; } | sha256sum | cut -c1-32
@@ -76,16 +78,15 @@ if [ -f models/emanet_demo.pth ]; then
         "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt
         echo "$stamp_want" > models/.emanet_demo.pt.stamp
     fi
-    # The fast default: an AOTInductor package compiled for this CPU and torch (~4 min), with one
-    # model for frames of any size and one compiled for exactly each of the sample video's size
-    # and the camera sizes 720p, 1080p and 4K (up to 2.8x faster than the any-size model at
-    # 1080p; README, ".pt2 packages"). The runtime picks the model by the frame's size.
-    if [ ! -f models/emanet_demo.pt2 ] || [ "$(cat models/.emanet_demo.pt2.stamp 2>/dev/null)" != "$stamp_want $FRAME_SIZES" ]; then
-        log "compiling models/emanet_demo.pth -> models/emanet_demo.pt2 (any frame size; compiled for $FRAME_SIZES)"
+    # The fast default: an AOTInductor package compiled for this CPU and torch (~1.5 min), with
+    # the network compiled for the network input size of each aspect ratio above (any frame size
+    # of that ratio runs it) and frozen by TorchScript for every other size (README, ".pt2 packages").
+    if [ ! -f models/emanet_demo.pt2 ] || [ "$(cat models/.emanet_demo.pt2.stamp 2>/dev/null)" != "$stamp_want $ASPECT_RATIOS" ]; then
+        log "compiling models/emanet_demo.pth -> models/emanet_demo.pt2 (aspect ratios $ASPECT_RATIOS, any other size too)"
         rm -f models/emanet_demo.pt2 models/.emanet_demo.pt2.stamp
         if "$VPY" python/export.py --checkpoint models/emanet_demo.pth --output models/emanet_demo.pt2 \
-                --frame-sizes "$FRAME_SIZES"; then
-            echo "$stamp_want $FRAME_SIZES" > models/.emanet_demo.pt2.stamp
+                --aspect-ratios "$ASPECT_RATIOS"; then
+            echo "$stamp_want $ASPECT_RATIOS" > models/.emanet_demo.pt2.stamp
         else
             log "warning: could not compile the .pt2 (see above); the CLI uses models/emanet_demo.pt"
         fi

@@ -1,7 +1,8 @@
-"""AOTInductor packages (.pt2): compiled once per session from the tiny contract model, then run
-by Python, the C++ runtime (Segmenter, from a path and from bytes), the bindings and the CLI,
-which must agree with the TorchScript file exactly. Packages built for another CPU or torch
-are refused with one clear error, never run.
+"""AOTInductor packages (.pt2, format version 2): the tiny contract model's network compiled once
+per session, then run by Python, the C++ runtime (Segmenter, from a path and from bytes), the
+bindings and the CLI, with the frame work around it, which must agree with the TorchScript file
+exactly. Packages built for another CPU, torch or format version are refused with one clear
+error, never run.
 """
 from __future__ import annotations
 
@@ -25,20 +26,32 @@ SIZES = ((37, 53), (96, 160), (8, 8))  # odd, ordinary, the smallest frame the c
 
 @pytest.fixture(scope="session")
 def packages(tmp_path_factory) -> dict[str, Path]:
-    """tiny.pt (TorchScript) and tiny.pt2 (the same module compiled, dynamic N, H, W)."""
+    """tiny.pt (TorchScript) and tiny.pt2 (the same network compiled for any size: dynamic N, H, W)."""
     from emaseg.export import aoti
 
     make = load_make_test_model()
     root = tmp_path_factory.mktemp("aoti")
     previous = torch.get_num_threads()
-    torch.set_num_threads(2)  # two compiles of a few seconds each; the runs below use 1 thread
+    torch.set_num_threads(2)  # a compile of a few seconds; the runs below use 1 thread
     try:
-        fixed = aoti.compile_package(make.TinyColourSegmenter().eval(), make.metadata(), root / "tiny.pt2",
-                                     example=aoti.package_input())
+        meta = aoti.compile_package(make.TinyColourNetwork().eval(), make.metadata(), root / "tiny.pt2")
     finally:
         torch.set_num_threads(previous)
-    assert fixed == {}  # every input dimension stayed symbolic
+    assert meta["any_size"] and meta["network_models"] == {}
     return {"pt": make.make_test_model(root / "tiny.pt"), "pt2": root / "tiny.pt2"}
+
+
+def compile_tiny(path: Path, **sizes) -> dict:
+    """The tiny network compiled into `path` for the given network sizes (compile_package's options)."""
+    from emaseg.export import aoti
+
+    make = load_make_test_model()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        return aoti.compile_package(make.TinyColourNetwork().eval(), make.metadata(), path, **sizes)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def frames() -> list[np.ndarray]:
@@ -51,7 +64,7 @@ def rewrite_tags(source: Path, target: Path, **changes: str) -> Path:
     with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
             data = zin.read(info.filename)
-            if info.filename.endswith(".wrapper_metadata.json"):
+            if info.filename.endswith("/emaseg/package.json"):  # the ema-seg record
                 tags = json.loads(data)
                 tags.update(changes)
                 data = json.dumps(tags).encode()
@@ -64,7 +77,7 @@ def test_package_metadata_round_trips(packages):
 
     meta = read_metadata(packages["pt2"])
     expected = load_make_test_model().metadata()
-    assert meta == {**expected, "format": "emaseg.aoti", "fixed_input": {}, "frame_models": {}}
+    assert meta == {**expected, "format": "emaseg.aoti", "format_version": 2, "any_size": True, "network_models": {}}
     tags = aoti.read_package_metadata(packages["pt2"])
     assert tags["emaseg_torch_version"] == torch.__version__
     assert set(tags["emaseg_cpu_flags"].split()) == set(aoti.cpu_flags())
@@ -113,9 +126,10 @@ def test_backend_is_chosen_by_content(packages, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"emaseg_cpu_flags": "avx512f avx512_fake_isa"}, "compiled for a CPU with avx512_fake_isa, which this CPU lacks"),
+    # sse3: a flag every x86-64 CPU these machines have (AVX2, AVX-512, AMX) has; only the fake one is named.
+    ({"emaseg_cpu_flags": "sse3 avx512_fake_isa"}, "compiled for a CPU with avx512_fake_isa, which this CPU lacks"),
     ({"emaseg_torch_version": "2.1.0+cpu"}, "was compiled with torch 2.1.0+cpu"),
-    ({"AOTI_DEVICE_KEY": "cuda"}, "was compiled for cuda, not for cpu"),
+    ({"emaseg_device": "cuda"}, "was compiled for cuda, not for cpu"),
 ])
 def test_packages_for_another_machine_are_refused(packages, tmp_path, change, message):
     from emaseg.export import aoti
@@ -126,7 +140,7 @@ def test_packages_for_another_machine_are_refused(packages, tmp_path, change, me
     assert caught.value.kind in ("model", "argument")
     with pytest.raises(runtime.Error, match=re.escape(message)):
         runtime.Segmenter.from_bytes(foreign.read_bytes(), threads=1)
-    if "AOTI_DEVICE_KEY" not in change:
+    if "emaseg_device" not in change:
         with pytest.raises(aoti.PackageError, match=re.escape(message.split(",")[0])):
             aoti.load_package(foreign)
     if CLI.is_file():
@@ -139,6 +153,18 @@ def test_packages_for_another_machine_are_refused(packages, tmp_path, change, me
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and message in lines[0]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.pt2", "frame.png"]
+
+
+def test_packages_of_format_version_1_are_refused(packages, tmp_path):
+    """A version-1 package (frame-size models, before the network models) gets one clear error."""
+    from emaseg.export import aoti, read_metadata
+
+    meta = {**read_metadata(packages["pt2"]), "format_version": 1}
+    old = rewrite_tags(packages["pt2"], tmp_path / "old.pt2", emaseg_metadata=json.dumps(meta))
+    with pytest.raises(runtime.Error, match=re.escape("reads .pt2 packages of version 2; re-export the model")):
+        runtime.Segmenter(old, threads=1)
+    with pytest.raises(aoti.PackageError, match="format version 1; this ema-seg reads version 2"):
+        aoti.load_package(old)
 
 
 def test_cli_pt_and_pt2_masks_identical(packages, tmp_path):
@@ -199,8 +225,9 @@ def emanet_pt2(tmp_path_factory) -> dict[str, Path]:
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for suffix in (".pt", ".pt2"):
-            export_model(root / "net.pth", root / f"net{suffix}", resize=ResizePolicy("none"))
+        export_model(root / "net.pth", root / "net.pt", resize=ResizePolicy("none"))
+        # One fixed network size beside the any-size model: frames of 64x64 run the fixed one.
+        export_model(root / "net.pth", root / "net.pt2", resize=ResizePolicy("none"), network_sizes=((64, 64),))
     finally:
         torch.set_num_threads(previous)
     return {"checkpoint": root / "net.pth", "pt": root / "net.pt", "pt2": root / "net.pt2"}
@@ -210,9 +237,10 @@ def test_exported_pt2_equals_pt_everywhere(emanet_pt2, tmp_path):
     from emaseg.export import load_exported, read_metadata
 
     meta = read_metadata(emanet_pt2["pt2"])
-    assert meta["format"] == "emaseg.aoti" and meta["fixed_input"] == {} and meta["frame_models"] == {}
-    assert {k: v for k, v in meta.items() if k not in ("format", "fixed_input", "frame_models")} == \
-        {k: v for k, v in read_metadata(emanet_pt2["pt"]).items() if k != "format"}
+    assert meta["format"] == "emaseg.aoti" and meta["any_size"] and meta["network_models"] == {"64x64": "net_64x64"}
+    package_keys = ("format", "format_version", "any_size", "network_models")
+    assert {k: v for k, v in meta.items() if k not in package_keys} == \
+        {k: v for k, v in read_metadata(emanet_pt2["pt"]).items() if k not in package_keys}
     compiled, _ = load_exported(emanet_pt2["pt2"])
     scripted = torch.jit.load(str(emanet_pt2["pt"]))
     pt2 = runtime.Segmenter(emanet_pt2["pt2"], threads=1)
@@ -225,16 +253,22 @@ def test_exported_pt2_equals_pt_everywhere(emanet_pt2, tmp_path):
         np.testing.assert_array_equal(pt2.segment(frame), expected)
 
 
+def wrong_compile(package: Path):
+    """A stand-in for aoti.compile_package that writes another model's package (the tiny one, any size)."""
+    def compile_package(network, metadata, path, **_):
+        from emaseg.export import read_metadata
+
+        shutil.copy(package, path)
+        return read_metadata(path)
+    return compile_package
+
+
 def test_export_gate_refuses_a_wrong_package(emanet_pt2, packages, tmp_path, monkeypatch):
     """A package that does not compute the checkpoint's labels is refused and nothing is written:
     here the compile step is replaced by the tiny colour model's package."""
     from emaseg.export import ExportError, ResizePolicy, aoti, export_model
 
-    def wrong_compile(module, metadata, path, *, example, dynamic=True, frame_sizes=()):
-        shutil.copy(packages["pt2"], path)
-        return {}
-
-    monkeypatch.setattr(aoti, "compile_package", wrong_compile)
+    monkeypatch.setattr(aoti, "compile_package", wrong_compile(packages["pt2"]))
     out = tmp_path / "wrong.pt2"
     with pytest.raises(ExportError, match="parity gate failed"):
         export_model(emanet_pt2["checkpoint"], out, resize=ResizePolicy("none"))
@@ -253,44 +287,48 @@ def test_export_py_pt2_usage_errors(emanet_pt2, tmp_path):
     optimize = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--optimize"],
                               capture_output=True, text=True)
     assert optimize.returncode == 1 and "--optimize is for TorchScript files" in optimize.stderr
-    sizes = subprocess.run([*export, "--output", str(tmp_path / "m.pt"), "--frame-sizes", "720x1280"],
+    sizes = subprocess.run([*export, "--output", str(tmp_path / "m.pt"), "--aspect-ratios", "16:9"],
                            capture_output=True, text=True)
-    assert sizes.returncode == 1 and "--frame-sizes is for float .pt2 packages" in sizes.stderr
-    bad_size = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--frame-sizes", "720x1280,big"],
+    assert sizes.returncode == 1 and "--aspect-ratios are for .pt2 packages" in sizes.stderr
+    bad_size = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--network-sizes", "720x1280,big"],
                               capture_output=True, text=True)
-    assert bad_size.returncode == 2 and "--frame-sizes" in bad_size.stderr
-    assert "Traceback" not in bad_suffix.stderr + optimize.stderr + sizes.stderr + bad_size.stderr
+    assert bad_size.returncode == 2 and "--network-sizes" in bad_size.stderr
+    bad_ratio = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--aspect-ratios", "16:0"],
+                               capture_output=True, text=True)
+    assert bad_ratio.returncode == 2 and "expected W:H with positive integers" in bad_ratio.stderr
+    flip = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--flip"], capture_output=True, text=True)
+    assert flip.returncode == 1 and "export flip models to a .pt file" in flip.stderr
+    add_to = subprocess.run([*export, "--output", str(tmp_path / "m.pt2"), "--add-to", str(emanet_pt2["pt"])],
+                            capture_output=True, text=True)
+    assert add_to.returncode == 1 and "not a .pt2 package" in add_to.stderr
+    errors = bad_suffix.stderr + optimize.stderr + sizes.stderr + bad_size.stderr + bad_ratio.stderr + flip.stderr
+    assert "Traceback" not in errors + add_to.stderr
     assert list(tmp_path.iterdir()) == []
     inspect = subprocess.run([sys.executable, str(ROOT / "python" / "export.py"), "--inspect", str(emanet_pt2["pt2"])],
                              capture_output=True, text=True)
     assert inspect.returncode == 0 and json.loads(inspect.stdout)["format"] == "emaseg.aoti"
 
 
-def test_frame_size_package_takes_only_that_size(packages, tmp_path):
-    """export.py --frame-size: the size is fixed in the package and checked by the runtime."""
-    from emaseg.export import aoti, read_metadata
+def test_package_without_the_any_size_model_takes_only_its_sizes(packages, tmp_path):
+    """--frame-size / --no-any-size: frames of other network sizes are refused with the command
+    that adds theirs; as the CLI's default, such a package gives way to the .pt."""
+    from emaseg.export import read_metadata
 
-    make = load_make_test_model()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        fixed = aoti.compile_package(make.TinyColourSegmenter().eval(), make.metadata(), tmp_path / "fixed.pt2",
-                                     example=aoti.package_input((96, 160)), dynamic=False)
-    finally:
-        torch.set_num_threads(previous)
-    assert fixed == {"N": 1, "H": 96, "W": 160}  # one frame per call: faster code than a symbolic batch
-    assert read_metadata(tmp_path / "fixed.pt2")["fixed_input"] == fixed
+    meta = compile_tiny(tmp_path / "fixed.pt2", network_sizes=((96, 160),), any_size=False)
+    assert meta["network_models"] == {"96x160": "net_96x160"} and not meta["any_size"]
+    assert read_metadata(tmp_path / "fixed.pt2") == meta
     segmenter = runtime.Segmenter(tmp_path / "fixed.pt2", threads=1)
+    assert segmenter.metadata.network_sizes == [(160, 96)] and not segmenter.metadata.any_size
     frame = frames()[1]  # 96x160
     np.testing.assert_array_equal(segmenter.segment(frame), python_labels(packages["pt"], [frame])[0])
-    batch = segmenter.segment_batch([frame, frame[::-1].copy()])  # run one by one by the runtime
+    batch = segmenter.segment_batch([frame, frame[::-1].copy()])  # one frame per call, by the runtime
     np.testing.assert_array_equal(batch[1], python_labels(packages["pt"], [frame[::-1].copy()])[0])
-    with pytest.raises(runtime.Error, match=re.escape("takes only 160x96 frames (exported with --frame-size 96x160), not 53x37")) as caught:
+    with pytest.raises(runtime.Error, match=re.escape("has no model for 53x37 frames (network input 37x53) and no "
+                                                      "any-size model; add it with python python/export.py")) as caught:
         segmenter.segment(frames()[0])
     assert caught.value.kind == "argument"
     if not CLI.is_file():
         return
-    # As the CLI's default, a package for one frame size serves only inputs of that size.
     import cv2
 
     (tmp_path / "models").mkdir()
@@ -304,51 +342,62 @@ def test_frame_size_package_takes_only_that_size(packages, tmp_path):
     other = run_cli("--image", tmp_path / "other.png", "--threads", "1", "--json", cwd=tmp_path)
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout)["model"] == "models/emanet_demo.pt"
-    assert "compiled for 160x96 frames only; using models/emanet_demo.pt" in other.stderr
+    assert "no model for these frames' network size and no any-size model; using models/emanet_demo.pt" in other.stderr
 
 
-def test_frame_sizes_package_picks_its_model_by_the_frame_size(packages, tmp_path):
-    """export.py --frame-sizes: one more model compiled for exactly each size, named in the
-    metadata; the runtime runs it for frames of that size, "model" for the others."""
+def test_network_sizes_package_picks_its_model_and_grows(packages, tmp_path):
+    """A package with fixed network sizes runs each frame on the model for its network size, the
+    any-size model for the others; --add-to adds a size and keeps the rest."""
     from emaseg.export import aoti, read_metadata
 
-    make = load_make_test_model()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        aoti.compile_package(make.TinyColourSegmenter().eval(), make.metadata(), tmp_path / "sizes.pt2",
-                             example=aoti.package_input((96, 160)), dynamic=False, frame_sizes=((37, 53),))
-    finally:
-        torch.set_num_threads(previous)
-    meta = read_metadata(tmp_path / "sizes.pt2")
-    assert meta["fixed_input"] == {"N": 1, "H": 96, "W": 160} and meta["frame_models"] == {"37x53": "model_37x53"}
-    compiled, _ = aoti.load_package(tmp_path / "sizes.pt2", "cpu", "model_37x53")
+    meta = compile_tiny(tmp_path / "sizes.pt2", network_sizes=((37, 53),))
+    assert meta["network_models"] == {"37x53": "net_37x53"} and meta["any_size"]
     odd, ordinary = frames()[0], frames()[1]
+    compiled, _ = aoti.load_package(tmp_path / "sizes.pt2")
     with torch.inference_mode():
-        np.testing.assert_array_equal(compiled(torch.from_numpy(odd)[None])[0].numpy(),
-                                      python_labels(packages["pt"], [odd])[0])
+        for frame in (odd, ordinary):
+            np.testing.assert_array_equal(compiled(torch.from_numpy(frame)[None])[0].numpy(),
+                                          python_labels(packages["pt"], [frame])[0])
     for segmenter in (runtime.Segmenter(tmp_path / "sizes.pt2", threads=1),  # path and bytes
                       runtime.Segmenter.from_bytes((tmp_path / "sizes.pt2").read_bytes(), threads=1)):
-        assert segmenter.metadata.frame_sizes == [(53, 37)]
+        assert segmenter.metadata.network_sizes == [(53, 37)]
+        assert segmenter.metadata.compiled_for(53, 37) and not segmenter.metadata.compiled_for(160, 96)
         for frame in (odd, ordinary):
             np.testing.assert_array_equal(segmenter.segment(frame), python_labels(packages["pt"], [frame])[0])
-        batch = segmenter.segment_batch([odd, odd[::-1].copy()])  # one frame per call, by the runtime
+        batch = segmenter.segment_batch([odd, odd[::-1].copy()])
         np.testing.assert_array_equal(batch[1], python_labels(packages["pt"], [odd[::-1].copy()])[0])
-        with pytest.raises(runtime.Error, match=re.escape("takes only 160x96 frames (exported with --frame-size "
-                                                          "96x160), not 8x8 or 53x37")):
-            segmenter.segment(frames()[2])
+
+    grown = compile_tiny(tmp_path / "grown.pt2", network_sizes=((96, 160), (37, 53)), add_to=tmp_path / "sizes.pt2")
+    assert grown["network_models"] == {"37x53": "net_37x53", "96x160": "net_96x160"} and grown["any_size"]
+    assert read_metadata(tmp_path / "grown.pt2") == grown
+    with zipfile.ZipFile(tmp_path / "grown.pt2") as archive:  # both compiled models, one any-size network
+        names = archive.namelist()
+    assert {n.split("/")[3] for n in names if "/data/aotinductor/" in n} == {"net_37x53", "net_96x160"}
+    assert sum(n.endswith("/emaseg/any_size.pt") for n in names) == 1
+    segmenter = runtime.Segmenter(tmp_path / "grown.pt2", threads=1)
+    assert sorted(segmenter.metadata.network_sizes) == [(53, 37), (160, 96)]
+    for frame in frames():
+        np.testing.assert_array_equal(segmenter.segment(frame), python_labels(packages["pt"], [frame])[0])
     if not CLI.is_file():
         return
-    # As the CLI's default, such a package serves every size it has a model for.
+    # The CLI says once, on stderr, when frames run on the any-size model, and how to compile theirs.
     import cv2
 
-    (tmp_path / "models").mkdir()
-    shutil.copy(packages["pt"], tmp_path / "models" / "emanet_demo.pt")
-    shutil.copy(tmp_path / "sizes.pt2", tmp_path / "models" / "emanet_demo.pt2")
-    assert cv2.imwrite(str(tmp_path / "odd.png"), odd)
-    run = run_cli("--image", tmp_path / "odd.png", "--threads", "1", "--json", cwd=tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, frame in enumerate((ordinary, ordinary[::-1].copy(), odd)):
+        assert cv2.imwrite(str(images / f"f{i}.png"), frame)
+    run = run_cli("--model", tmp_path / "sizes.pt2", "--images", images, "--threads", "1", "--json",
+                  "--output", tmp_path / "out")
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["model"] == "models/emanet_demo.pt2" and "note" not in run.stderr
+    notes = [line for line in run.stderr.splitlines() if "any-size model" in line]
+    assert len(notes) == 1, run.stderr  # two 96x160 frames, one note; the 37x53 frame has its model
+    assert notes[0].startswith("note: 160x96 frames run the network at 96x160, which ")
+    assert notes[0].endswith(f"--add-to {tmp_path / 'sizes.pt2'} --output {tmp_path / 'sizes.pt2'} "
+                             "--network-sizes 96x160")
+    quiet = run_cli("--model", tmp_path / "grown.pt2", "--images", images, "--threads", "1", "--json",
+                    "--output", tmp_path / "out2")
+    assert quiet.returncode == 0 and "any-size" not in quiet.stderr, quiet.stderr
 
 
 def test_bfloat16_package_is_gated_against_float32(emanet_pt2, packages, tmp_path, monkeypatch):
@@ -366,7 +415,7 @@ def test_bfloat16_package_is_gated_against_float32(emanet_pt2, packages, tmp_pat
     assert report.metadata["dtype"] == "bfloat16"
     assert all(row["agreement"] >= 0.99 and row["ok"] for row in report.parity)
     compiled, meta = load_exported(tmp_path / "bf16.pt2")
-    assert meta["dtype"] == "bfloat16" and meta["fixed_input"] == {"N": 1, "H": 64, "W": 96}
+    assert meta["dtype"] == "bfloat16" and meta["network_models"] == {"64x96": "net_64x96"} and not meta["any_size"]
     scripted = torch.jit.load(str(emanet_pt2["pt"]))  # float32
     rng = np.random.default_rng(3)
     smooth = [cv2_smooth(rng, 64, 96) for _ in range(3)]
@@ -375,11 +424,7 @@ def test_bfloat16_package_is_gated_against_float32(emanet_pt2, packages, tmp_pat
                  for f in smooth]
     assert min(equal) >= 0.97, equal  # held-out frames: close to the gate's 99%
 
-    def wrong_compile(module, metadata, path, *, example, dynamic=True, frame_sizes=()):
-        shutil.copy(packages["pt2"], path)
-        return {}
-
-    monkeypatch.setattr(aoti, "compile_package", wrong_compile)
+    monkeypatch.setattr(aoti, "compile_package", wrong_compile(packages["pt2"]))
     with pytest.raises(ExportError, match="of labels equal to float32's"):
         export_model(emanet_pt2["checkpoint"], tmp_path / "wrong.pt2", resize=ResizePolicy("none"),
                      dtype="bfloat16", frame_size=(64, 96))

@@ -14,6 +14,8 @@
 #include <cctype>
 #include <filesystem>
 #include <memory>
+#include <set>
+#include <utility>
 
 namespace emaseg::cli {
 namespace {
@@ -77,13 +79,11 @@ ChosenModel choose_model(const CliOptions& o, const emaseg::Options& options, co
       continue;
     }
     const emaseg::Metadata& meta = segmenter->metadata();
-    const bool fits = meta.fixed_frame_size.empty() ||
-                      (source != nullptr && o.images.empty() && meta.takes(source->frame_size()));
+    const bool fits = meta.any_size || (source != nullptr && o.images.empty() && meta.takes(source->frame_size()));
     if (fits || last) return {std::move(segmenter), candidates[i]};
     if (!o.quiet)
-      print_stderr("note", candidates[i] + " is compiled for " + std::to_string(meta.fixed_frame_size.width) + "x" +
-                               std::to_string(meta.fixed_frame_size.height) + " frames only; using " +
-                               candidates[i + 1]);
+      print_stderr("note", candidates[i] + " holds no model for these frames' network size and no any-size "
+                                           "model; using " + candidates[i + 1]);
   }
   throw emaseg::Error(emaseg::Error::Kind::kModel, "no default model loads");  // not reached
 }
@@ -113,6 +113,39 @@ emaseg::OutputOptions output_options(const CliOptions& o) {
   }
   return out;
 }
+
+// The export command that compiles `model`'s network for `net` (HxW) into the package itself.
+std::string compile_command(const std::string& model, cv::Size net) {
+  fs::path checkpoint = fs::path(model).replace_extension(".pth");  // the demo's: models/emanet_demo.pth
+  std::error_code ec;
+  const std::string source = fs::exists(checkpoint, ec) ? checkpoint.string() : "CHECKPOINT.pth";
+  return "python python/export.py --checkpoint " + source + " --add-to " + model + " --output " + model +
+         " --network-sizes " + std::to_string(net.height) + "x" + std::to_string(net.width);
+}
+
+// Says once per network size, on stderr, that frames run on the slower any-size model and how to
+// compile theirs: never silently slow.
+class UncompiledSizeNote {
+ public:
+  UncompiledSizeNote(const emaseg::Metadata& meta, std::string model, bool quiet)
+      : meta_(meta), model_(std::move(model)), quiet_(quiet) {}
+  void check(cv::Size frame) {
+    if (quiet_ || meta_.compiled_for(frame)) return;
+    const cv::Size net = meta_.network_size(frame);
+    if (!said_.insert({net.width, net.height}).second) return;
+    print_stderr("note", std::to_string(frame.width) + "x" + std::to_string(frame.height) +
+                             " frames run the network at " + std::to_string(net.height) + "x" +
+                             std::to_string(net.width) + ", which " + model_ +
+                             " has no compiled model for: they run on its slower any-size model. Compile it "
+                             "once with: " + compile_command(model_, net));
+  }
+
+ private:
+  const emaseg::Metadata& meta_;
+  std::string model_;
+  bool quiet_;
+  std::set<std::pair<int, int>> said_;
+};
 
 }  // namespace
 
@@ -177,7 +210,9 @@ int run(const CliOptions& o) {
   };
 
   long long delivered = 0;
+  UncompiledSizeNote uncompiled(segmenter.metadata(), model.path, o.quiet);
   const auto sink = [&](const emaseg::FrameResult& r) {
+    uncompiled.check(r.frame.size());
     cv::Mat shown;
     if (outputs.needs_overlay() || window) shown = segmenter.overlay(r.frame, r.labels, o.alpha);
     outputs.write(r, shown);

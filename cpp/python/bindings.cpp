@@ -427,13 +427,28 @@ PYBIND11_MODULE(_runtime, m) {
       .def_readonly("torch_version", &emaseg::Metadata::torch_version)
       .def_readonly("emaseg_version", &emaseg::Metadata::emaseg_version)
       .def_property_readonly(
-          "frame_sizes",
+          "network_sizes",
           [](const emaseg::Metadata& meta) {
             std::vector<std::pair<int, int>> sizes;
-            for (const cv::Size& size : meta.frame_sizes) sizes.emplace_back(size.width, size.height);
+            for (const cv::Size& size : meta.network_sizes) sizes.emplace_back(size.width, size.height);
             return sizes;
           },
-          "(width, height) of each frame size a .pt2 holds a model compiled for exactly")
+          "(width, height) of each network input size a .pt2 holds a compiled network for")
+      .def_readonly("any_size", &emaseg::Metadata::any_size,
+                    "whether frames of other network sizes run (on the any-size model)")
+      .def(
+          "network_size",
+          [](const emaseg::Metadata& meta, int width, int height) {
+            const cv::Size size = meta.network_size(cv::Size(width, height));
+            return std::make_pair(size.width, size.height);
+          },
+          py::arg("width"), py::arg("height"), "(width, height) of the network input for frames of this size")
+      .def(
+          "compiled_for",
+          [](const emaseg::Metadata& meta, int width, int height) {
+            return meta.compiled_for(cv::Size(width, height));
+          },
+          py::arg("width"), py::arg("height"), "whether frames of this size run on code compiled for their network size")
       .def_readonly("json", &emaseg::Metadata::json, "the raw metadata.json")
       .def("to_dict", [](const emaseg::Metadata& meta) {
         return py::module_::import("json").attr("loads")(meta.json);

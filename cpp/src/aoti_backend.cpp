@@ -1,8 +1,10 @@
-// ModelBackend for AOTInductor packages (.pt2: torch.export + aoti_compile_and_package), the
-// fast format python/export.py writes for .pt2 outputs. A package holds compiled machine code
+// ModelBackend for AOTInductor packages (.pt2: torch.export + AOTInductor, format version 2), the
+// fast format python/export.py writes for .pt2 outputs: network models compiled for a few network
+// input sizes and for any size, with the frame work of frame_work.h around them. A package holds compiled machine code
 // for one CPU ISA (or GPU) and one torch version: both are checked here, from the package's
 // own records, before its shared library is loaded, so a mismatch is a clear error and never
 // an illegal instruction.
+#include "frame_work.h"
 #include "metadata.h"
 #include "model_backend.h"
 #include "torch_util.h"
@@ -10,8 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/script.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -27,8 +32,8 @@ namespace {
 namespace fs = std::filesystem;
 using caffe2::serialize::PyTorchStreamReader;
 
-constexpr const char* kLabelsModel = "model";                // forward: labels
-constexpr const char* kProbabilitiesModel = "probabilities";  // optional second model
+constexpr const char* kRecord = "emaseg/package.json";         // metadata, torch, CPU flags, device
+constexpr const char* kAnySizeRecord = "emaseg/any_size.pt";    // frozen TorchScript network
 
 // "2.13.0+cpu" -> "2.13.0": the local tag names the wheel's build, not its ABI.
 std::string base_version(const std::string& version) { return version.substr(0, version.find('+')); }
@@ -39,29 +44,19 @@ bool is_package(PyTorchStreamReader& reader) {
   return std::string(static_cast<const char*>(data.get()), size) == "pt2";
 }
 
-// The string metadata AOTInductor keeps per model (aot_inductor.metadata plus its own AOTI_*
-// keys), in data/aotinductor/<model>/<hash>.wrapper_metadata.json.
-std::map<std::string, std::string> model_metadata(PyTorchStreamReader& reader,
-                                                  const std::string& model, bool& found) {
+// A record of the archive as a string ("" when absent).
+std::string record(PyTorchStreamReader& reader, const std::string& name) {
+  if (!reader.hasRecord(name)) return {};
+  const auto [data, size] = reader.getRecord(name);
+  return std::string(static_cast<const char*>(data.get()), size);
+}
+
+// Whether the archive holds an AOTInductor model of this name.
+bool has_model(PyTorchStreamReader& reader, const std::string& model) {
   const std::string prefix = "data/aotinductor/" + model + "/";
-  const std::string suffix = "_metadata.json";
-  std::map<std::string, std::string> out;
-  found = false;
-  for (const auto& name : reader.getAllRecords()) {
-    if (name.rfind(prefix, 0) != 0 || name.size() < suffix.size() ||
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0 ||
-        name.find(".wrapper") == std::string::npos)
-      continue;
-    found = true;
-    const auto [data, size] = reader.getRecord(name);
-    // AOTInductor's own file: unparsable or non-object content just means no tags.
-    const auto root = nlohmann::json::parse(static_cast<const char*>(data.get()),
-                                            static_cast<const char*>(data.get()) + size, nullptr, false);
-    if (!root.is_object()) continue;
-    for (const auto& [key, value] : root.items())
-      if (value.is_string()) out[key] = value.get<std::string>();
-  }
-  return out;
+  for (const auto& name : reader.getAllRecords())
+    if (name.rfind(prefix, 0) == 0) return true;
+  return false;
 }
 
 std::set<std::string> cpu_flags() {  // what this CPU can run, as /proc/cpuinfo names it
@@ -80,37 +75,45 @@ std::set<std::string> cpu_flags() {  // what this CPU can run, as /proc/cpuinfo 
 struct PackageFacts {
   std::string metadata_json;  // ema-seg's metadata.json
   std::string device_key;     // "cpu" or "cuda"
-  bool has_probabilities = false;
-  FixedInput fixed;  // --frame-size packages: one frame of one size per call
-  std::vector<FrameModel> frame_models;  // --frame-sizes: a model for frames of exactly one size
+  NetworkModels models;       // the compiled network sizes, and whether any other size runs
+  std::string any_size;       // the any-size network: a frozen TorchScript archive ("" if none)
 };
 
 // Everything that decides whether this process can run the package, read without loading it.
 PackageFacts inspect(PyTorchStreamReader& reader, const std::string& source,
                      const torch::Device& device) {
-  bool found = false;
-  const auto meta = model_metadata(reader, kLabelsModel, found);
-  if (!found)
-    throw Error(Error::Kind::kModel, source + " is a .pt2 package without an AOTInductor model "
-                                              "named 'model'; export it with python python/export.py");
-  model_metadata(reader, kProbabilitiesModel, found);
-  PackageFacts facts;
-  facts.has_probabilities = found;
-  const auto get = [&meta](const char* key) {
-    const auto it = meta.find(key);
-    return it == meta.end() ? std::string() : it->second;
+  const std::string text = record(reader, kRecord);
+  if (text.empty()) {
+    if (has_model(reader, "model"))  // what ema-seg wrote before the network models
+      throw Error(Error::Kind::kModel, source + " is an ema-seg .pt2 of format version 1 (models per frame "
+                                                "size); this runtime reads version 2: export it again with "
+                                                "python python/export.py");
+    throw Error(Error::Kind::kModel, source + " is a .pt2 package without ema-seg's record; export models "
+                                              "with python python/export.py");
+  }
+  const auto tags = nlohmann::json::parse(text, nullptr, false);
+  if (!tags.is_object())
+    throw Error(Error::Kind::kModel, source + ": its ema-seg record is not a JSON object; export it again "
+                                              "with python python/export.py");
+  const auto get = [&tags](const char* key) {
+    const auto it = tags.find(key);
+    return it == tags.end() || !it->is_string() ? std::string() : it->get<std::string>();
   };
+  PackageFacts facts;
   facts.metadata_json = get("emaseg_metadata");
   if (facts.metadata_json.empty())
-    throw Error(Error::Kind::kModel, source + " is an AOTInductor package without ema-seg "
-                                              "metadata; export models with python python/export.py");
-  facts.fixed = parse_fixed_input(facts.metadata_json, source);
-  facts.frame_models = parse_frame_models(facts.metadata_json, source);
-  for (const FrameModel& frame_model : facts.frame_models) {
-    model_metadata(reader, frame_model.name, found);
-    if (!found)
-      throw Error(Error::Kind::kModel, source + " names a model '" + frame_model.name +
+    throw Error(Error::Kind::kModel, source + " is a .pt2 package without ema-seg metadata; export models "
+                                              "with python python/export.py");
+  facts.models = parse_network_models(facts.metadata_json, source);
+  for (const NetworkModel& model : facts.models.sized)
+    if (!has_model(reader, model.name))
+      throw Error(Error::Kind::kModel, source + " names a model '" + model.name +
                                            "' it does not hold; export it again with python python/export.py");
+  if (facts.models.any_size) {
+    facts.any_size = record(reader, kAnySizeRecord);
+    if (facts.any_size.empty())
+      throw Error(Error::Kind::kModel, source + " lacks its any-size network; export it again with python "
+                                                "python/export.py");
   }
   const std::string built_with = base_version(get("emaseg_torch_version"));
   if (built_with != base_version(TORCH_VERSION))
@@ -118,7 +121,7 @@ PackageFacts inspect(PyTorchStreamReader& reader, const std::string& source,
                 source + " was compiled with torch " + get("emaseg_torch_version") +
                     ", this runtime has LibTorch " + TORCH_VERSION + "; a .pt2 runs only with the "
                     "torch it was compiled with: export it again with this torch, or use the .pt file");
-  facts.device_key = get("AOTI_DEVICE_KEY");
+  facts.device_key = get("emaseg_device");
   if (facts.device_key.empty()) facts.device_key = "cpu";
   if (facts.device_key != (device.is_cuda() ? "cuda" : "cpu"))
     throw Error(Error::Kind::kArgument,
@@ -165,44 +168,55 @@ class TempPackage {
   std::string path_;
 };
 
+// Each frame: the exact resize to its network size, the network compiled for that size (or the
+// any-size one), then the labels at the frame size (frame_work.h).
 class AotiBackend final : public ModelBackend {
  public:
-  // `open_all`: load the probabilities model now too (for a temporary copy of the package).
-  AotiBackend(const std::string& path, PackageFacts facts, torch::Device device,
+  // `open_all`: load every model now (for a temporary copy of the package, gone afterwards).
+  AotiBackend(const std::string& path, PackageFacts facts, Metadata metadata, torch::Device device,
               const std::string& source, bool open_all)
-      : path_(path), facts_(std::move(facts)), device_(device), source_(source) {
-    labels_ = open(kLabelsModel);
-    if (open_all && facts_.has_probabilities) probabilities_ = open(kProbabilitiesModel);
+      : path_(path), facts_(std::move(facts)), meta_(std::move(metadata)), device_(device), source_(source),
+        wide_(meta_.label_dtype == "int64") {
+    if (facts_.models.any_size) {
+      try {
+        std::istringstream archive(facts_.any_size);
+        any_size_ = std::make_unique<torch::jit::Module>(torch::jit::load(archive, device_));
+      } catch (const std::exception& e) {
+        throw Error(Error::Kind::kModel, source_ + ": its any-size network could not be loaded: " + first_line(e));
+      }
+      facts_.any_size.clear();
+    }
     if (open_all)
-      for (const FrameModel& model : facts_.frame_models) loader(model);
+      for (const NetworkModel& model : facts_.models.sized) loader(model.name);
+    else if (!facts_.models.sized.empty())  // a missing or broken library shows at load time
+      loader(facts_.models.sized.front().name);
   }
 
   const std::string& metadata_json() const override { return facts_.metadata_json; }
   std::string device() const override { return device_.str(); }
 
   std::vector<cv::Mat> labels(const std::vector<cv::Mat>& frames) override {
-    const FrameModel* sized = frame_model(frames[0].size());
-    if ((sized != nullptr || facts_.fixed.batch == 1) && frames.size() > 1) {  // one frame per call
-      std::vector<cv::Mat> all;
-      for (const cv::Mat& frame : frames) all.push_back(labels({frame}).front());
-      return all;
+    std::vector<cv::Mat> all;
+    for (const cv::Mat& frame : frames) {
+      const torch::Tensor scores = network(frame);
+      const cv::Size net(static_cast<int>(scores.size(3)), static_cast<int>(scores.size(2)));
+      if (net == frame.size()) {
+        all.push_back(argmax_labels(scores, wide_));
+        continue;
+      }
+      auto& labels = frame_labels_[{net.width, net.height, frame.cols, frame.rows}];
+      if (!labels) labels = std::make_unique<FrameLabels>(net, frame.size(), meta_.align_corners);
+      all.push_back((*labels)(scores, network_cells(scores, wide_)));
     }
-    const torch::Tensor out = sized != nullptr ? run(loader(*sized), frames, false) : run(*labels_, frames);
-    return tensor_to_labels(out, static_cast<int>(frames.size()), frames[0].rows, frames[0].cols,
-                            "the .pt2 model");
+    return all;
   }
 
   std::vector<cv::Mat> probabilities(const cv::Mat& frame) override {
-    if (!facts_.has_probabilities)
-      throw Error(Error::Kind::kModel, source_ + " has no probabilities model; export it again "
-                                                 "with python python/export.py");
-    if (!probabilities_) probabilities_ = open(kProbabilitiesModel);  // most apps never ask
-    return tensor_to_planes(run(*probabilities_, {frame}), frame.rows, frame.cols,
-                            "the .pt2 probabilities model");
+    return frame_probabilities(network(frame), frame.size(), meta_.align_corners);
   }
 
  private:
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> open(const char* model) const {
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> open(const std::string& model) const {
     try {
       return std::make_unique<torch::inductor::AOTIModelPackageLoader>(
           path_, model, /*run_single_threaded=*/false, /*num_runners=*/1,
@@ -212,60 +226,65 @@ class AotiBackend final : public ModelBackend {
     }
   }
 
-  // The model compiled for frames of exactly `size`, if the package has one.
-  const FrameModel* frame_model(cv::Size size) const {
-    for (const FrameModel& model : facts_.frame_models)
-      if (model.size == size) return &model;
-    return nullptr;
-  }
-
-  // Opened on the first frame of its size: an app at one resolution loads one model.
-  torch::inductor::AOTIModelPackageLoader& loader(const FrameModel& model) {
-    auto& slot = frame_loaders_[model.name];
-    if (!slot) slot = open(model.name.c_str());
+  // Opened on the first frame that needs it: an app at one resolution loads one model.
+  torch::inductor::AOTIModelPackageLoader& loader(const std::string& name) {
+    auto& slot = loaders_[name];
+    if (!slot) slot = open(name);
     return *slot;
   }
 
-  torch::Tensor run(torch::inductor::AOTIModelPackageLoader& loader, const std::vector<cv::Mat>& frames,
-                    bool check_fixed = true) const {
-    const cv::Size size = frames[0].size();
-    if (check_fixed && ((facts_.fixed.height > 0 && size.height != facts_.fixed.height) ||
-                        (facts_.fixed.width > 0 && size.width != facts_.fixed.width)))
+  // The frame's scores (1 x C x h x w) at its network size, from the network for that size.
+  torch::Tensor network(const cv::Mat& frame) {
+    const cv::Size net = meta_.network_size(frame.size());
+    const std::string* name = nullptr;
+    for (const NetworkModel& model : facts_.models.sized)
+      if (model.size == net) name = &model.name;
+    if (name == nullptr && !any_size_)
       throw Error(Error::Kind::kArgument,
-                  source_ + " takes only " + std::to_string(facts_.fixed.width) + "x" +
-                      std::to_string(facts_.fixed.height) + " frames (exported with --frame-size " +
-                      std::to_string(facts_.fixed.height) + "x" + std::to_string(facts_.fixed.width) +
-                      "), not " + std::to_string(size.width) + "x" + std::to_string(size.height) +
-                      sizes_note() + "; export it without --frame-size for frames of any size");
+                  source_ + " has no model for " + std::to_string(frame.cols) + "x" + std::to_string(frame.rows) +
+                      " frames (network input " + std::to_string(net.height) + "x" + std::to_string(net.width) +
+                      ") and no any-size model; add it with python python/export.py --checkpoint CKPT --add-to " +
+                      "NAME.pt2 --output NAME.pt2 --network-sizes " + std::to_string(net.height) + "x" +
+                      std::to_string(net.width));
+    cv::Mat input = frame;
+    if (net != frame.size()) {
+      auto& resize = resizes_[{frame.cols, frame.rows, net.width, net.height}];
+      if (!resize) resize = std::make_unique<ExactResize>(frame.size(), net);
+      (*resize)(frame, input);
+    }
     c10::InferenceMode inference;
+    torch::Tensor scores;
     try {
-      std::vector<torch::Tensor> out = loader.run({frames_to_tensor(frames, device_)});
-      if (out.size() != 1)
-        throw Error(Error::Kind::kModel, source_ + " returned " + std::to_string(out.size()) +
-                                             " outputs, not 1; export it again");
-      return out[0];
+      const torch::Tensor images = frames_to_tensor({input}, device_);
+      if (name != nullptr) {
+        std::vector<torch::Tensor> out = loader(*name).run({images});
+        if (out.size() == 1) scores = out[0];
+      } else {
+        scores = any_size_->forward({images}).toTensor();
+      }
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      throw model_failure(frames, device_, e);
+      throw model_failure({frame}, device_, e);
     }
+    if (!scores.defined() || scores.dim() != 4 || scores.size(0) != 1 || scores.size(2) != net.height ||
+        scores.size(3) != net.width)
+      throw Error(Error::Kind::kModel, source_ + " returned outputs outside its contract (1 x C x h x w "
+                                                 "scores at the network size); export it again");
+    return scores;
   }
 
-  std::string sizes_note() const {  // " or W x H, ..." for the frame models
-    std::string note;
-    for (const FrameModel& model : facts_.frame_models)
-      note += std::string(note.empty() ? " or " : ", ") + std::to_string(model.size.width) + "x" +
-              std::to_string(model.size.height);
-    return note;
-  }
-
+  using SizePair = std::array<int, 4>;  // (from width, height, to width, height)
   std::string path_;  // a temporary copy for in-memory packages: valid only in the constructor
   PackageFacts facts_;
+  Metadata meta_;
   torch::Device device_;
   std::string source_;
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> labels_;
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> probabilities_;
-  std::map<std::string, std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> frame_loaders_;
+  bool wide_;  // int64 labels (more than 255 classes)
+  std::unique_ptr<torch::jit::Module> any_size_;
+  std::map<std::string, std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> loaders_;
+  std::map<SizePair, std::unique_ptr<ExactResize>> resizes_;
+  std::map<SizePair, std::unique_ptr<FrameLabels>> frame_labels_;
 };
 
 std::unique_ptr<ModelBackend> load(const std::string& path, PyTorchStreamReader& reader,
@@ -276,9 +295,10 @@ std::unique_ptr<ModelBackend> load(const std::string& path, PyTorchStreamReader&
     throw Error(Error::Kind::kArgument, "half precision is fixed when a .pt2 is compiled: export "
                                         "it with --dtype float16 instead of asking for half");
   configure_threads(options.threads);
-  // A temporary copy is gone after construction, so both models are loaded at once then.
-  return std::make_unique<AotiBackend>(path, inspect(reader, source, device), device, source,
-                                       in_memory);
+  PackageFacts facts = inspect(reader, source, device);
+  Metadata metadata = parse_metadata(facts.metadata_json, source);
+  // A temporary copy is gone after construction, so every model is loaded at once then.
+  return std::make_unique<AotiBackend>(path, std::move(facts), std::move(metadata), device, source, in_memory);
 }
 
 }  // namespace

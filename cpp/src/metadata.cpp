@@ -101,44 +101,29 @@ Json parse_root(const std::string& json, const std::string& source) {
   return root;
 }
 
-FixedInput fixed_input(const Reader& reader, const std::string& source) {
-  FixedInput fixed;
-  const Json* object = reader.get("fixed_input", false);
-  if (object == nullptr || !object->is_object()) return fixed;
-  const Reader sub(*object, source);
-  for (auto [key, dim] : {std::pair{"N", &fixed.batch}, {"H", &fixed.height}, {"W", &fixed.width}})
-    if (const Json* value = member(*object, key); value != nullptr)
-      *dim = sub.integer(*value, std::string("fixed_input.") + key);
-  return fixed;
-}
-
-std::vector<FrameModel> frame_models(const Reader& reader) {
-  std::vector<FrameModel> models;
-  const Json* object = reader.get("frame_models", false);
+NetworkModels network_models(const Reader& reader) {
+  NetworkModels models;
+  models.any_size = reader.flag("any_size");
+  const Json* object = reader.get("network_models", false);
   if (object == nullptr) return models;
-  if (!object->is_object()) reader.fail("\"frame_models\" is not an object");
+  if (!object->is_object()) reader.fail("\"network_models\" is not an object");
   for (const auto& [key, value] : object->items()) {
     int height = 0, width = 0;
     char rest = 0;
     if (std::sscanf(key.c_str(), "%dx%d%c", &height, &width, &rest) != 2 || height < 1 || width < 1)
-      reader.fail("\"frame_models\" has the key \"" + key + "\", not a size HxW");
+      reader.fail("\"network_models\" has the key \"" + key + "\", not a size HxW");
     if (!value.is_string() || value.get<std::string>().empty())
-      reader.fail("\"frame_models\".\"" + key + "\" is not a model name");
-    models.push_back({cv::Size(width, height), value.get<std::string>()});
+      reader.fail("\"network_models\".\"" + key + "\" is not a model name");
+    models.sized.push_back({cv::Size(width, height), value.get<std::string>()});
   }
   return models;
 }
 
 }  // namespace
 
-std::vector<FrameModel> parse_frame_models(const std::string& json, const std::string& source) {
+NetworkModels parse_network_models(const std::string& json, const std::string& source) {
   const Json root = parse_root(json, source);
-  return frame_models(Reader(root, source));
-}
-
-FixedInput parse_fixed_input(const std::string& json, const std::string& source) {
-  const Json root = parse_root(json, source);
-  return fixed_input(Reader(root, source), source);
+  return network_models(Reader(root, source));
 }
 
 Metadata parse_metadata(const std::string& json, const std::string& source) {
@@ -152,10 +137,12 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
     reader.fail("has format \"" + meta.format +
                 "\", expected \"emaseg.torchscript\" (.pt) or \"emaseg.aoti\" (.pt2)");
   meta.format_version = reader.integer("format_version", true);
-  if (meta.format_version != kFormatVersion)
-    reader.fail("has format_version " + std::to_string(meta.format_version) +
-                    " but this runtime reads version " + std::to_string(kFormatVersion),
-                meta.format_version > kFormatVersion
+  const bool package = meta.format == "emaseg.aoti";
+  const int version = package ? kPackageFormatVersion : kFormatVersion;
+  if (meta.format_version != version)
+    reader.fail("has format_version " + std::to_string(meta.format_version) + " but this runtime reads " +
+                    (package ? ".pt2 packages of version " : "version ") + std::to_string(version),
+                meta.format_version > version
                     ? "it was written by a newer ema-seg: update this runtime"
                     : "re-export the model with python python/export.py");
 
@@ -217,9 +204,15 @@ Metadata parse_metadata(const std::string& json, const std::string& source) {
   meta.checkpoint_sha256 = reader.text("checkpoint_sha256");
   meta.torch_version = reader.text("torch_version");
   meta.emaseg_version = reader.text("emaseg_version");
-  if (const FixedInput fixed = fixed_input(reader, source); fixed.height > 0 && fixed.width > 0)
-    meta.fixed_frame_size = cv::Size(fixed.width, fixed.height);
-  for (const FrameModel& model : frame_models(reader)) meta.frame_sizes.push_back(model.size);
+  if (package) {
+    const NetworkModels models = network_models(reader);
+    meta.any_size = models.any_size;
+    for (const NetworkModel& model : models.sized) meta.network_sizes.push_back(model.size);
+  }
+  if ((meta.resize_type == "scale" && meta.resize.size() != 2) ||
+      (meta.resize_type == "size" && meta.resize.size() != 2) ||
+      (meta.resize_type == "short_side" && meta.resize.size() != 1))
+    reader.fail("\"resize\" does not hold the numbers its type needs");
   return meta;
 }
 

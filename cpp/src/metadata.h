@@ -9,27 +9,24 @@
 
 namespace emaseg::detail {
 
-// The only format_version this runtime reads.
+// The format_version this runtime reads: 1 for .pt files, 2 for .pt2 packages (network models).
 constexpr int kFormatVersion = 1;
+constexpr int kPackageFormatVersion = 2;
 
 // `source` names the model in messages (a path or "model buffer").
 Metadata parse_metadata(const std::string& json, const std::string& source);
 
-// metadata.json's "fixed_input": the dimensions a .pt2 package was specialised to (export.py
-// --frame-size, or what torch.export could not keep symbolic); 0 where it takes any size.
-struct FixedInput {
-  int batch = 0;
-  int height = 0;
-  int width = 0;
-};
-FixedInput parse_fixed_input(const std::string& json, const std::string& source);
-
-// metadata.json's "frame_models" ({"HxW": model name}): the labels models of a .pt2 package
-// compiled for frames of exactly one size (export.py --frame-sizes); empty when there are none.
-struct FrameModel {
-  cv::Size size;     // (width, height)
+// metadata.json's "network_models" ({"HxW": model name}) and "any_size" of a .pt2 package: the
+// network input sizes it holds a compiled network model for, and whether its "net" model takes
+// any other size.
+struct NetworkModel {
+  cv::Size size;     // the network input (width, height)
   std::string name;  // the package's model name
 };
-std::vector<FrameModel> parse_frame_models(const std::string& json, const std::string& source);
+struct NetworkModels {
+  std::vector<NetworkModel> sized;
+  bool any_size = false;
+};
+NetworkModels parse_network_models(const std::string& json, const std::string& source);
 
 }  // namespace emaseg::detail

@@ -4,6 +4,7 @@
 #include "model_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -60,10 +61,28 @@ const Options& checked(const Options& options) {
 
 }  // namespace
 
-bool Metadata::takes(cv::Size size) const {
-  return fixed_frame_size.empty() || size == fixed_frame_size ||
-         std::find(frame_sizes.begin(), frame_sizes.end(), size) != frame_sizes.end();
+cv::Size Metadata::network_size(cv::Size frame) const {
+  const double h = frame.height, w = frame.width;
+  double factor = 1.0;
+  if (resize_type == "scale" && resize.size() == 2) {  // mmcv's keep-ratio rescale, as inference.py
+    const double long_edge = std::max(resize[0], resize[1]), short_edge = std::min(resize[0], resize[1]);
+    factor = std::min(long_edge / std::max(h, w), short_edge / std::min(h, w));
+  } else if (resize_type == "size" && resize.size() == 2) {
+    return {resize[1], resize[0]};
+  } else if (resize_type == "short_side" && resize.size() == 1) {
+    factor = double(resize[0]) / std::min(h, w);
+  } else {
+    return frame;
+  }
+  return {static_cast<int>(std::floor(w * factor + 0.5)), static_cast<int>(std::floor(h * factor + 0.5))};
 }
+
+bool Metadata::compiled_for(cv::Size frame) const {
+  if (format != "emaseg.aoti") return true;
+  return std::find(network_sizes.begin(), network_sizes.end(), network_size(frame)) != network_sizes.end();
+}
+
+bool Metadata::takes(cv::Size frame) const { return any_size || compiled_for(frame); }
 
 int max_threads() {
   const unsigned hardware = std::thread::hardware_concurrency();

@@ -74,6 +74,21 @@ class TinyColourSegmenter(nn.Module):
         return self._logits(images).float().softmax(dim=1)  # (N, C, H, W)
 
 
+class TinyColourNetwork(nn.Module):
+    """The tiny model's network half, what a .pt2 package compiles (emaseg.export.network's
+    contract: frames at the network size in, scores and per-cell labels out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.segmenter = TinyColourSegmenter()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from emaseg.frame_labels import network_cells
+
+        scores = self.segmenter._logits(images)
+        return scores, network_cells(scores, torch.uint8)
+
+
 def metadata(format_version: int = 1) -> dict:
     return {
         "format": "emaseg.torchscript",

@@ -78,33 +78,52 @@ TEST(informative_keys_are_optional) {
   CHECK_EQ(n.resize[0], 512);
 }
 
-TEST(reads_the_fixed_frame_size_of_a_package) {
-  CHECK(parse_metadata(valid(), "'x.pt'").fixed_frame_size.empty());  // a .pt takes any size
-  const emaseg::Metadata m = parse_metadata(
-      valid("format", R"("format": "emaseg.aoti", "fixed_input": {"N": 1, "H": 1080, "W": 1920})"), "'x.pt2'");
-  CHECK_EQ(m.fixed_frame_size.width, 1920);
-  CHECK_EQ(m.fixed_frame_size.height, 1080);
-  CHECK(parse_metadata(valid("format", R"("format": "emaseg.aoti", "fixed_input": {})"), "'x.pt2'")
-            .fixed_frame_size.empty());
-  CHECK_THROWS_IF(parse_metadata(valid("format", R"("format": "emaseg.aoti", "fixed_input": {"H": 1.5, "W": 2})"),
-                                 "'x.pt2'"),
-                  Error, model_error("fixed_input.H is not an integer"));
+// A version-2 .pt2 package's metadata: `extra` holds its network models.
+emaseg::Metadata package(const std::string& extra) {
+  std::string json = valid("format", R"("format": "emaseg.aoti", "format_version": 2, )" + extra);
+  json.erase(json.find("\"format_version\": 1,"), 20);
+  json.replace(json.find("[2048, 512]"), 11, "[512, 256]");  // the demo's test scale
+  return parse_metadata(json, "'x.pt2'");
 }
 
-TEST(reads_each_fixed_input_dimension) {  // what the .pt2 backend checks every call against
-  using emaseg::detail::parse_fixed_input;
-  const auto all = parse_fixed_input(R"({"fixed_input": {"N": 1, "H": 1080, "W": 1920}})", "'x.pt2'");
-  CHECK((all.batch == 1 && all.height == 1080 && all.width == 1920));
-  const auto width_only = parse_fixed_input(R"({"fixed_input": {"W": 640}})", "'x.pt2'");
-  CHECK((width_only.batch == 0 && width_only.height == 0 && width_only.width == 640));
-  const auto any = parse_fixed_input(R"({"format": "emaseg.aoti"})", "'x.pt2'");
-  CHECK((any.batch == 0 && any.height == 0 && any.width == 0));
-  CHECK_THROWS_IF(parse_fixed_input(R"({"fixed_input": {"N": "one"}})", "'x.pt2'"), Error,
-                  model_error("fixed_input.N is not an integer"));
-  CHECK_THROWS_IF(parse_fixed_input("{", "'x.pt2'"), Error, model_error("not valid JSON"));
-  // A package fixed in one dimension only has no single frame size to offer a caller.
-  CHECK(parse_metadata(valid("format", R"("format": "emaseg.aoti", "fixed_input": {"W": 640})"), "'x.pt2'")
-            .fixed_frame_size.empty());
+TEST(reads_the_network_models_of_a_package) {
+  const emaseg::Metadata m = package(R"("any_size": true, "network_models": {"256x455": "net_256x455", "455x256": "net_455x256"})");
+  CHECK_EQ(m.network_sizes.size(), std::size_t(2));
+  CHECK(m.any_size);
+  CHECK(m.network_sizes[0] == cv::Size(455, 256) || m.network_sizes[1] == cv::Size(455, 256));
+  CHECK(m.compiled_for(cv::Size(1280, 720)) && m.compiled_for(cv::Size(1920, 1080)));  // every 16:9 frame
+  CHECK(m.compiled_for(cv::Size(1080, 1920)));                                         // portrait 9:16
+  CHECK(!m.compiled_for(cv::Size(640, 480)) && m.takes(cv::Size(640, 480)));           // 4:3: any-size model
+  const emaseg::Metadata fixed = package(R"("any_size": false, "network_models": {"256x341": "net_256x341"})");
+  CHECK(fixed.takes(cv::Size(640, 480)) && fixed.takes(cv::Size(1440, 1080)) && !fixed.takes(cv::Size(1280, 720)));
+  const emaseg::Metadata pt = parse_metadata(valid(), "'x.pt'");
+  CHECK(pt.takes(cv::Size(33, 17)) && pt.compiled_for(cv::Size(33, 17)));  // a .pt takes any size
+  using emaseg::detail::parse_network_models;
+  CHECK(parse_network_models(R"({"format": "emaseg.aoti"})", "'x.pt2'").sized.empty());
+  CHECK_THROWS_IF(parse_network_models(R"({"network_models": {"big": "net_big"}})", "'x.pt2'"), Error,
+                  model_error("has the key \"big\", not a size HxW"));
+  CHECK_THROWS_IF(parse_network_models(R"({"network_models": {"8x8": 3}})", "'x.pt2'"), Error,
+                  model_error("\"network_models\".\"8x8\" is not a model name"));
+  CHECK_THROWS_IF(parse_network_models(R"({"network_models": []})", "'x.pt2'"), Error,
+                  model_error("\"network_models\" is not an object"));
+  CHECK_THROWS_IF(parse_network_models(R"({"any_size": 1})", "'x.pt2'"), Error,
+                  model_error("\"any_size\" is not true or false"));
+}
+
+TEST(network_size_follows_the_resize) {  // the same arithmetic as python/emaseg/inference.py
+  const emaseg::Metadata scale = package(R"("any_size": true, "network_models": {})");  // scale [512, 256]
+  CHECK(scale.network_size(cv::Size(2048, 1024)) == cv::Size(512, 256));
+  CHECK(scale.network_size(cv::Size(1000, 1000)) == cv::Size(256, 256));
+  CHECK(scale.network_size(cv::Size(640, 480)) == cv::Size(341, 256));
+  CHECK(scale.network_size(cv::Size(1080, 1920)) == cv::Size(256, 455));
+  const emaseg::Metadata size = parse_metadata(valid("resize", R"("resize": {"type": "size", "size": [96, 160]})"), "'x.pt'");
+  CHECK(size.network_size(cv::Size(33, 17)) == cv::Size(160, 96));
+  const emaseg::Metadata none = parse_metadata(valid("resize", R"("resize": {"type": "none"})"), "'x.pt'");
+  CHECK(none.network_size(cv::Size(33, 17)) == cv::Size(33, 17));
+  const emaseg::Metadata side = parse_metadata(valid("resize", R"("resize": {"type": "short_side", "short_side": 100})"), "'x.pt'");
+  CHECK(side.network_size(cv::Size(300, 200)) == cv::Size(150, 100));
+  CHECK_THROWS_IF(parse_metadata(valid("resize", R"("resize": {"type": "scale", "scale": [512]})"), "'x.pt'"),
+                  Error, model_error("\"resize\" does not hold the numbers its type needs"));
 }
 
 TEST(refuses_foreign_or_broken_metadata) {
@@ -135,25 +154,7 @@ TEST(format_version_mismatch_says_what_to_do) {
   // The message names the model so a user with several files knows which one.
   CHECK_THROWS_IF(parse_metadata(valid("format_version", R"("format_version": 2)"), "'models/a.pt'"),
                   Error, model_error("models/a.pt"));
-}
-
-TEST(reads_the_frame_models_of_a_package) {  // export.py --frame-sizes
-  using emaseg::detail::parse_frame_models;
-  const auto models = parse_frame_models(
-      R"({"frame_models": {"1080x1920": "model_1080x1920", "720x1280": "model_720x1280"}})", "'x.pt2'");
-  CHECK_EQ(models.size(), std::size_t(2));
-  const auto m = parse_metadata(
-      valid("format", R"("format": "emaseg.aoti", "fixed_input": {"N": 1, "H": 256, "W": 512},
-            "frame_models": {"1080x1920": "model_1080x1920"})"), "'x.pt2'");
-  CHECK_EQ(m.frame_sizes.size(), std::size_t(1));
-  CHECK(m.frame_sizes[0] == cv::Size(1920, 1080));
-  CHECK(m.takes(cv::Size(1920, 1080)) && m.takes(cv::Size(512, 256)) && !m.takes(cv::Size(1280, 720)));
-  CHECK(parse_metadata(valid(), "'x.pt'").takes(cv::Size(33, 17)));  // a .pt takes any size
-  CHECK(parse_frame_models(R"({"format": "emaseg.aoti"})", "'x.pt2'").empty());
-  CHECK_THROWS_IF(parse_frame_models(R"({"frame_models": {"big": "model_big"}})", "'x.pt2'"), Error,
-                  model_error("has the key \"big\", not a size HxW"));
-  CHECK_THROWS_IF(parse_frame_models(R"({"frame_models": {"8x8": 3}})", "'x.pt2'"), Error,
-                  model_error("\"frame_models\".\"8x8\" is not a model name"));
-  CHECK_THROWS_IF(parse_frame_models(R"({"frame_models": []})", "'x.pt2'"), Error,
-                  model_error("\"frame_models\" is not an object"));
+  // A .pt2 of version 1 held frame-size models: the runtime says to export it again.
+  CHECK_THROWS_IF(parse_metadata(valid("format", R"("format": "emaseg.aoti")"), "'old.pt2'"), Error,
+                  model_error("reads .pt2 packages of version 2; re-export the model"));
 }

@@ -124,27 +124,49 @@ def _max_span(in_size: int, out_size: int, align_corners: bool) -> int:
     return (3 * out_size + 2 * in_size - 1) // (2 * in_size) + 2
 
 
+def unknown_label(label_dtype: torch.dtype) -> int:
+    """The cell value that marks "label in doubt": never a label (uint8 models have < 256 classes)."""
+    return 255 if label_dtype == torch.uint8 else -1
+
+
+def network_cells(scores: torch.Tensor, label_dtype: torch.dtype) -> torch.Tensor:
+    """The network-size half of `frame_labels`: (N, h, w) in `label_dtype`, the label of every cell
+    whose four source pixels agree on one sure label, `unknown_label` elsewhere. A .pt2 package's
+    compiled network models return this beside the scores (emaseg.export.network)."""
+    scores = scores.detach()
+    labels, gap = top2(scores, label_dtype)
+    labels, gap = _stored(labels), _stored(gap)
+    cell = decided_cells(scores, labels, gap)
+    return labels.masked_fill(~cell, unknown_label(label_dtype))
+
+
 def frame_labels(scores: torch.Tensor, size: Tuple[int, int], align_corners: bool,
                  label_dtype: torch.dtype) -> torch.Tensor:
     """argmax(F.interpolate(scores, size, mode="bilinear", align_corners=...), dim=1) in
     `label_dtype`, for scores (N, C, h, w) at the network size: (N, H, W) labels at `size`."""
-    n, c, h, w = scores.shape[0], scores.shape[1], scores.shape[2], scores.shape[3]
+    h, w = scores.shape[2], scores.shape[3]
     out_h, out_w = size[0], size[1]
     scores = scores.detach()
-    labels, gap = top2(scores, label_dtype)
-    labels, gap = _stored(labels), _stored(gap)
     # No resize: the argmax itself (argmax places a NaN). Under torch.export only for fixed sizes
     # (comparing symbolic ones would pin them), and NaN scores, which have no data-dependent
     # branch there, are not placed: a network that outputs NaN has failed anyway.
     if torch.jit.is_scripting() or not _exporting():
         if out_h == h and out_w == w:
-            return scores.argmax(dim=1).to(label_dtype) if bool(gap.isnan().any()) else labels
-    elif _static(labels) and isinstance(out_h, int) and isinstance(out_w, int) and out_h == h and out_w == w:
-        return labels
-    # NaN or inf anywhere makes the threshold NaN or inf: no pixel is sure, all take the dense formula.
-    cell = decided_cells(scores, labels, gap)
-    unknown = 255 if label_dtype == torch.uint8 else -1  # never a label: uint8 models have < 256 classes
-    decided = labels.masked_fill(~cell, unknown)                                 # (N, h, w)
+            return scores.argmax(dim=1).to(label_dtype)
+    elif _static(scores) and isinstance(out_h, int) and isinstance(out_w, int) and out_h == h and out_w == w:
+        return top2(scores, label_dtype)[0]
+    return labels_from_cells(scores, network_cells(scores, label_dtype), size, align_corners, label_dtype)
+
+
+def labels_from_cells(scores: torch.Tensor, decided: torch.Tensor, size: Tuple[int, int], align_corners: bool,
+                      label_dtype: torch.dtype) -> torch.Tensor:
+    """The frame-size half of `frame_labels`: from the scores (N, C, h, w) and their
+    `network_cells`, the (N, H, W) labels at `size` (a size other than (h, w)). The C++ runtime
+    computes the same, bit for bit, for .pt2 packages (cpp/src/frame_labels.cpp)."""
+    n, c, h, w = scores.shape[0], scores.shape[1], scores.shape[2], scores.shape[3]
+    out_h, out_w = size[0], size[1]
+    scores = scores.detach()
+    cell = decided != unknown_label(label_dtype)
     y0, y1, wy = source_index(h, out_h, align_corners, scores.device)
     x0, x1, wx = source_index(w, out_w, align_corners, scores.device)
     # Columns first, on the few source rows; then every frame row is a copy of one of them.

@@ -45,8 +45,15 @@ class Metadata:
     def resize(self) -> list[int]:
         """The numbers of the resize: [long, short], [H, W], [N] or []."""
     @property
-    def frame_sizes(self) -> list[tuple[int, int]]:
-        """(width, height) of each frame size a .pt2 holds a model compiled for exactly."""
+    def network_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of each network input size a .pt2 holds a compiled network for."""
+    @property
+    def any_size(self) -> bool:
+        """Whether frames of other network sizes run (on the any-size model)."""
+    def network_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the network input for frames of this size."""
+    def compiled_for(self, width: int, height: int) -> bool:
+        """Whether frames of this size run on code compiled for their network size."""
     @property
     def slide_crop(self) -> list[int]: ...
     @property

@@ -100,14 +100,17 @@ struct Metadata {
   std::string checkpoint_sha256;
   std::string torch_version;
   std::string emaseg_version;
-  // A .pt2 exported with --frame-size takes frames of only this size (and those of
-  // frame_sizes); empty: any size.
-  cv::Size fixed_frame_size;
-  // Frame sizes a .pt2 holds a model compiled for exactly (export.py --frame-sizes), the
-  // fastest for those sizes; the runtime picks it by the frame's size.
-  std::vector<cv::Size> frame_sizes;
-  // Whether frames of `size` run: any size, the fixed size, or one of frame_sizes.
-  bool takes(cv::Size size) const;
+  // The network input sizes a .pt2 holds a compiled network for, the fastest code; frames whose
+  // network size is not among them run the any-size model (if `any_size`). A .pt takes any size.
+  std::vector<cv::Size> network_sizes;
+  bool any_size = true;
+  // The network input size of frames of `frame` size under `resize` (keep-ratio scale: it depends
+  // on the aspect ratio only), as the model computes it.
+  cv::Size network_size(cv::Size frame) const;
+  // Whether frames of `size` run: any size, or a compiled network size.
+  bool takes(cv::Size frame) const;
+  // Whether frames of `size` run on code compiled for their network size (always for a .pt).
+  bool compiled_for(cv::Size frame) const;
   std::string json;  // the raw metadata.json
 };
 

@@ -6,11 +6,12 @@ under a temporary name (emaseg.atomic), reloads what it wrote, passes it through
 only then renames it into place:
 
     .pt   -> _write_torchscript -> gates.gate_torchscript
-    .pt2  -> _write_package     -> gates.gate_package   (float32, bfloat16)
-    .pt2  -> _write_int8        -> gates.gate_int8      (--dtype int8)
+    .pt2  -> _write_package     -> gates.gate_package   (float32, bfloat16; network.NetworkModel)
+    .pt2  -> _write_int8        -> _write_package -> gates.gate_int8 (--dtype int8)
     .onnx -> _write_onnx        -> gates.gate_package
 """
 import io
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .errors import ExportError
 from .gates import parity_frames  # noqa: F401 - part of this module's interface (tests, benchmarks)
 from .metadata import EXTRA_FILE, FORMAT, FORMAT_VERSION, encode, read_metadata
 from .module import MIN_SIZE, ResizePolicy, SegmentationModule
+from .network import NetworkModel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Kept here for the benchmark, which gates its own proposed TorchScript variants.
@@ -101,9 +103,22 @@ def script_module(module: SegmentationModule, optimize: bool) -> torch.jit.Scrip
     return scripted
 
 
-def _check_options(checkpoint: str | Path, output: Path, *, dtype: str, device: str, optimize: bool,
-                   frame_size: Optional[tuple[int, int]], calibration: Optional[str | Path],
-                   frame_sizes: tuple[tuple[int, int], ...]) -> None:
+@dataclass(frozen=True)
+class PackageSizes:
+    """What a .pt2 compiles its network for: fixed network input sizes (H, W), the network sizes of
+    aspect ratios (W, H) and of frame sizes (H, W), and with `any_size` once for any size too."""
+    network_sizes: tuple[tuple[int, int], ...] = ()
+    aspect_ratios: tuple[tuple[int, int], ...] = ()
+    frame_sizes: tuple[tuple[int, int], ...] = ()
+    any_size: bool = True
+
+    def fixed(self) -> bool:
+        return bool(self.network_sizes or self.aspect_ratios or self.frame_sizes)
+
+
+def _check_options(checkpoint: str | Path, output: Path, *, dtype: str, device: str, optimize: bool, flip: bool,
+                   calibration: Optional[str | Path], sizes: PackageSizes, add_to: Optional[Path],
+                   frame_size: Optional[tuple[int, int]]) -> None:
     """Every combination of options that cannot make a file, refused before any work."""
     try:
         check_output(output, inputs=[checkpoint])
@@ -113,14 +128,21 @@ def _check_options(checkpoint: str | Path, output: Path, *, dtype: str, device: 
     if suffix not in (".pt", aoti.SUFFIX, ".onnx"):
         raise ExportError(f"cannot write {output}: the suffix picks the format, .pt (TorchScript), "
                           f".pt2 (AOTInductor package) or .onnx")
-    if frame_sizes and (suffix != aoti.SUFFIX or dtype == "int8"):
-        raise ExportError("--frame-sizes is for float .pt2 packages")
-    if any(min(size) < MIN_SIZE for size in frame_sizes):
-        raise ExportError(f"--frame-sizes: every size must be at least {MIN_SIZE}x{MIN_SIZE}")
     if frame_size is not None and suffix == ".pt":
         raise ExportError("--frame-size is for .pt2 packages; a .pt file takes frames of any size")
-    if frame_size is not None and min(frame_size) < MIN_SIZE:
-        raise ExportError(f"--frame-size {frame_size[0]}x{frame_size[1]} is smaller than {MIN_SIZE}x{MIN_SIZE}")
+    listed = sizes.network_sizes or sizes.aspect_ratios or sizes.frame_sizes[1 if frame_size is not None else 0:]
+    if (listed or add_to is not None or (not sizes.any_size and frame_size is None)) and suffix != aoti.SUFFIX:
+        what = "--add-to is" if add_to is not None else "--frame-sizes, --network-sizes and --aspect-ratios are"
+        raise ExportError(f"{what} for .pt2 packages; a {suffix} file takes frames of any size")
+    if not sizes.any_size and not sizes.fixed() and add_to is None:
+        raise ExportError("a package without the any-size model needs at least one size to compile")
+    if any(min(size) < MIN_SIZE for size in sizes.frame_sizes + sizes.network_sizes):
+        raise ExportError(f"every frame and network size must be at least {MIN_SIZE}x{MIN_SIZE}")
+    if any(min(ratio) < 1 for ratio in sizes.aspect_ratios):
+        raise ExportError("an aspect ratio is W:H with both at least 1, e.g. 16:9")
+    if flip and suffix == aoti.SUFFIX:
+        raise ExportError("--flip averages at the frame size, which a .pt2's network models cannot hold; "
+                          "export flip models to a .pt file")
     if optimize and suffix == aoti.SUFFIX:
         raise ExportError("--optimize is for TorchScript files; a .pt2 is always compiled with freezing")
     if suffix == ".onnx" and (dtype != "float32" or device != "cpu" or optimize):
@@ -136,6 +158,24 @@ def _check_options(checkpoint: str | Path, output: Path, *, dtype: str, device: 
                               "frames the model will see")
     elif calibration is not None:
         raise ExportError("--calibration is for --dtype int8")
+    if add_to is not None:
+        _check_add_to(add_to, checkpoint, dtype)
+
+
+def _check_add_to(add_to: Path, checkpoint: str | Path, dtype: str) -> None:
+    """A package sizes can be added to: one of this checkpoint, dtype, torch and CPU."""
+    if not aoti.is_package(add_to):
+        raise ExportError(f"--add-to {add_to}: not a .pt2 package")
+    try:
+        tags = aoti.read_package_metadata(add_to)
+        aoti.check_runnable(tags, add_to)
+    except aoti.PackageError as e:
+        raise ExportError(f"--add-to: {e}") from e
+    meta = json.loads(tags["emaseg_metadata"])
+    if meta.get("checkpoint_sha256") != file_sha256(checkpoint):
+        raise ExportError(f"--add-to {add_to} was exported from another checkpoint than {checkpoint}")
+    if meta.get("dtype") != dtype:
+        raise ExportError(f"--add-to {add_to} is {meta.get('dtype')}, not --dtype {dtype}")
 
 
 def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[str] = None,
@@ -143,28 +183,36 @@ def export_model(checkpoint: str | Path, output: str | Path, *, mode: Optional[s
                  device: str = "cpu", optimize: bool = False, frames: Optional[list[torch.Tensor]] = None,
                  frame_size: Optional[tuple[int, int]] = None,
                  calibration: Optional[str | Path] = None,
-                 frame_sizes: tuple[tuple[int, int], ...] = ()) -> ExportReport:
-    """`frame_size` (.pt2 only): compile for frames of exactly (H, W) instead of any size.
-    `frame_sizes` (float .pt2 only): also compile one model for frames of exactly each (H, W), which
-    the runtime takes for frames of that size.
+                 frame_sizes: tuple[tuple[int, int], ...] = (),
+                 network_sizes: tuple[tuple[int, int], ...] = (),
+                 aspect_ratios: tuple[tuple[int, int], ...] = (),
+                 any_size: bool = True, add_to: Optional[str | Path] = None) -> ExportReport:
+    """.pt2 only: the network is compiled for the network input sizes `network_sizes` (H, W), those of
+    `aspect_ratios` (W, H) and of `frame_sizes` (H, W) (fixed sizes: the fast code), and with
+    `any_size` once for any size. `frame_size`: only for that frame's network size (no any-size
+    model). `add_to`: keep that package's models and compile only what it lacks.
     `dtype="int8"` (.pt2 only): post-training quantisation calibrated on the images under the
     folder `calibration`. `frames`: the gate's frames instead of its noise frames."""
     output = Path(output)
-    frame_sizes = tuple(frame_sizes)
-    _check_options(checkpoint, output, dtype=dtype, device=device, optimize=optimize, frame_size=frame_size,
-                   calibration=calibration, frame_sizes=frame_sizes)
+    add_to = Path(add_to) if add_to is not None else None
+    if frame_size is not None:
+        sizes = PackageSizes(tuple(network_sizes), tuple(aspect_ratios), (tuple(frame_size), *frame_sizes), False)
+    else:
+        sizes = PackageSizes(tuple(network_sizes), tuple(aspect_ratios), tuple(frame_sizes), any_size)
+    _check_options(checkpoint, output, dtype=dtype, device=device, optimize=optimize, flip=flip,
+                   calibration=calibration, sizes=sizes, add_to=add_to, frame_size=frame_size)
     build = dict(mode=mode, resize=resize, flip=flip, device=device)
     if dtype == "int8":
         reference, meta = build_module(checkpoint, dtype="float32", **build)
-        return _write_int8(reference, meta, output, frame_size=frame_size, calibration=calibration)
+        return _write_int8(reference, meta, output, sizes=sizes, calibration=calibration, add_to=add_to)
     module, meta = build_module(checkpoint, dtype=dtype, **build)
     if output.suffix == ".onnx":
         return _write_onnx(module, meta, output, frames=frames, frame_size=frame_size)
     if output.suffix == aoti.SUFFIX:
         # A low-precision package is gated against the float32 module.
         reference = module if dtype == "float32" else build_module(checkpoint, dtype="float32", **build)[0]
-        return _write_package(module, meta, output, dtype=dtype, device=device, frames=frames,
-                              frame_size=frame_size, reference=reference, frame_sizes=frame_sizes)
+        return _write_package(NetworkModel(module), meta, output, dtype=dtype, device=device, frames=frames,
+                              sizes=sizes, reference=reference, add_to=add_to, low_precision=dtype != "float32")
     return _write_torchscript(module, meta, output, dtype=dtype, device=device, optimize=optimize, frames=frames)
 
 
@@ -190,31 +238,62 @@ def _write_torchscript(module: SegmentationModule, meta: dict[str, Any], output:
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
 
 
-def _write_package(module: SegmentationModule, meta: dict[str, Any], output: Path, *, dtype: str, device: str,
-                   frames: Optional[list[torch.Tensor]], frame_size: Optional[tuple[int, int]],
-                   reference: SegmentationModule, frame_sizes: tuple[tuple[int, int], ...]) -> ExportReport:
-    """torch.export + AOTInductor into a temporary .pt2 beside `output`, gated against `reference`,
-    the float32 module (for a float32 package, `module` itself)."""
-    meta = {**meta, "format": aoti.FORMAT}
-    example = aoti.package_input(frame_size).to(device)
+def _package_sizes(meta: dict[str, Any], sizes: PackageSizes) -> tuple[list[tuple[int, int]], bool]:
+    """The network input sizes to compile and whether to compile the any-size model too."""
+    from .network import aspect_ratio_sizes, network_size
+
+    out = [tuple(s) for s in sizes.network_sizes]
+    out += aspect_ratio_sizes(meta["resize"], list(sizes.aspect_ratios))
+    out += [network_size(meta["resize"], *f) for f in sizes.frame_sizes]
+    if any(min(s) < MIN_SIZE for s in out):
+        raise ExportError(f"every network size must be at least {MIN_SIZE}x{MIN_SIZE}, got "
+                          + ", ".join(f"{h}x{w}" for h, w in out if min(h, w) < MIN_SIZE))
+    return list(dict.fromkeys(out)), sizes.any_size
+
+
+def _package_gate_frames(meta: dict[str, Any], any_size: bool, frames: Optional[list[torch.Tensor]]
+                         ) -> list[torch.Tensor]:
+    """The caller's frames that the package takes, or noise frames: for each compiled network size a
+    frame twice its size (the resize and the frame-size labels run too) where that maps back to it,
+    and with the any-size model the usual odd sizes."""
+    from .network import network_size
+
+    sizes = [tuple(int(v) for v in k.split("x")) for k in meta["network_models"]]
+    takes = lambda f: any_size or network_size(meta["resize"], f.shape[1], f.shape[2]) in sizes  # noqa: E731
+    if frames:
+        fitting = [f for f in frames if takes(f)]
+        if fitting:
+            return fitting
+    out = parity_frames(gates.PACKAGE_PARITY_SIZES) if any_size else []
+    for h, w in sizes:
+        frame = (2 * h, 2 * w) if network_size(meta["resize"], 2 * h, 2 * w) == (h, w) else (h, w)
+        out += parity_frames(((1, *frame),), seed=h * 7919 + w)
+    return out
+
+
+def _write_package(network: NetworkModel, meta: dict[str, Any], output: Path, *, dtype: str, device: str,
+                   frames: Optional[list[torch.Tensor]], sizes: PackageSizes, reference: SegmentationModule,
+                   add_to: Optional[Path], low_precision: bool, int8_frames: Optional[list[torch.Tensor]] = None
+                   ) -> ExportReport:
+    """torch.export + AOTInductor of the network model into a temporary .pt2 beside `output`, gated
+    against `reference`, the float32 module, through the package's own frame work."""
+    network_sizes, any_size = _package_sizes(meta, sizes)
     with _export_errors(), atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-        fixed = aoti.compile_package(module, meta, tmp, example=example, dynamic=frame_size is None,
-                                     frame_sizes=frame_sizes)
-        meta["fixed_input"] = fixed
-        meta["frame_models"] = {f"{h}x{w}": aoti.frame_model_name((h, w)) for h, w in frame_sizes}
-        labels, _ = aoti.load_package(tmp, device, "model")
-        probabilities, _ = aoti.load_package(tmp, device, "probabilities")
-        low = dtype != "float32"
-        tolerance = gates.LOW_PRECISION_PROBABILITY if low else gates.PACKAGE_TOLERANCE[dtype]
-        agreement = gates.LOW_PRECISION_AGREEMENT if low else None
-        rows = gates.compare_package(reference, labels, probabilities, gates.gate_frames(fixed, frames),
-                                     tolerance, device, min_agreement=agreement)
-        for size in frame_sizes:  # each fixed-size model on a frame of its size (labels only)
-            compiled, _ = aoti.load_package(tmp, device, aoti.frame_model_name(size))
-            rows += gates.compare_package(reference, compiled, None, parity_frames(((1, *size),)), tolerance,
-                                          device, min_agreement=agreement)
-        gates.gate_package(rows, low_precision=low, tolerance=tolerance)
-        timing = _time_per_frame(labels, device, sizes=fixed)
+        meta = aoti.compile_package(network, meta, tmp, network_sizes=network_sizes, any_size=any_size,
+                                    device=device, add_to=add_to)
+        model, _ = aoti.load_package(tmp, device)
+        if int8_frames is not None:
+            rows = gates.gate_int8(reference, model, model.probabilities, int8_frames, device)
+        else:
+            tolerance = gates.LOW_PRECISION_PROBABILITY if low_precision else gates.PACKAGE_TOLERANCE[dtype]
+            agreement = gates.LOW_PRECISION_AGREEMENT if low_precision else None
+            rows = gates.compare_package(reference, model, model.probabilities,
+                                         _package_gate_frames(meta, meta["any_size"], frames), tolerance, device,
+                                         min_agreement=agreement)
+            gates.gate_package(rows, low_precision=low_precision, tolerance=tolerance)
+        first = next(iter(meta["network_models"]), None)
+        timing = _time_per_frame(model, device, sizes={"N": 1, **dict(zip("HW", map(int, first.split("x"))))}
+                                 if first else None)
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
 
 
@@ -253,31 +332,28 @@ def _write_onnx(module: SegmentationModule, meta: dict[str, Any], output: Path, 
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
 
 
-def _write_int8(reference: SegmentationModule, meta: dict[str, Any], output: Path, *,
-                frame_size: Optional[tuple[int, int]], calibration: str | Path) -> ExportReport:
+def _write_int8(reference: SegmentationModule, meta: dict[str, Any], output: Path, *, sizes: PackageSizes,
+                calibration: str | Path, add_to: Optional[Path]) -> ExportReport:
     """PT2E int8 quantisation (emaseg.export.int8) of the float32 module's network, compiled into a
     .pt2, gated on the calibration images it held out against the float32 module."""
     from . import int8
 
+    frame_size = sizes.frame_sizes[0] if len(sizes.frame_sizes) == 1 and not sizes.any_size else None
     try:
         calib, held_out = int8.calibration_images(calibration, frame_size)
     except int8.CalibrationError as e:
         raise ExportError(str(e)) from e
-    meta = {**meta, "format": aoti.FORMAT, "dtype": "int8",
+    meta = {**meta, "dtype": "int8",
             "calibration": {"frames": len(calib), "held_out": len(held_out), "folder": Path(calibration).name}}
-    dynamic = frame_size is None
-    with _export_errors(), atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-        try:
-            quantized = int8.quantize_network(reference, calib, dynamic)
-        except int8.CalibrationError as e:
-            raise ExportError(str(e)) from e
-        fixed = aoti.compile_package(quantized, meta, tmp, example=aoti.package_input(frame_size), dynamic=dynamic)
-        meta["fixed_input"] = fixed
-        labels, _ = aoti.load_package(tmp, "cpu", "model")
-        probabilities, _ = aoti.load_package(tmp, "cpu", "probabilities")
-        rows = gates.gate_int8(reference, labels, probabilities, [torch.from_numpy(f)[None] for f in held_out], "cpu")
-        timing = _time_per_frame(labels, "cpu", sizes=fixed)
-    return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
+    # One network size: the quantised graph may be specialised to it (calibrated at it).
+    network_sizes, _ = _package_sizes(meta, sizes)
+    try:
+        quantized = int8.quantize_network(reference, calib, dynamic=len(network_sizes) != 1)
+    except int8.CalibrationError as e:
+        raise ExportError(str(e)) from e
+    return _write_package(NetworkModel(quantized), meta, output, dtype="int8", device="cpu", frames=None,
+                          sizes=sizes, reference=reference, add_to=add_to, low_precision=True,
+                          int8_frames=[torch.from_numpy(f)[None] for f in held_out])
 
 
 @contextmanager

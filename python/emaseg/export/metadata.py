@@ -41,7 +41,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def _package_metadata(path: Path) -> dict[str, Any]:
     """An AOTInductor package's ema-seg metadata (recorded at compile time, see aoti.py)."""
-    from .aoti import FORMAT as PACKAGE_FORMAT, PackageError, read_package_metadata
+    from .aoti import FORMAT as PACKAGE_FORMAT, FORMAT_VERSION as PACKAGE_FORMAT_VERSION, PackageError, \
+        read_package_metadata
 
     try:
         tags = read_package_metadata(path)
@@ -49,7 +50,7 @@ def _package_metadata(path: Path) -> dict[str, Any]:
     except (PackageError, KeyError, json.JSONDecodeError) as e:
         raise ExportedFileError(f"{path}: a .pt2 package without valid emaseg metadata (not exported by "
                                 f"python/export.py?)") from e
-    return _checked(meta, path, PACKAGE_FORMAT)
+    return _checked(meta, path, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION)
 
 
 def _onnx_metadata(path: Path) -> dict[str, Any]:
@@ -67,12 +68,12 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
     return _checked(meta, path, ONNX_FORMAT)
 
 
-def _checked(meta: Any, path: Path, expected_format: str) -> dict[str, Any]:
+def _checked(meta: Any, path: Path, expected_format: str, version: int = FORMAT_VERSION) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != expected_format:
         raise ExportedFileError(f"{path}: metadata is not of format {expected_format}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") != version:
         raise ExportedFileError(f"{path}: metadata version {meta.get('format_version')} is not supported "
-                                f"(this emaseg reads version {FORMAT_VERSION})")
+                                f"(this emaseg reads version {version}); export it again with python/export.py")
     return meta
 
 
