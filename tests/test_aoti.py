@@ -126,8 +126,8 @@ def test_backend_is_chosen_by_content(packages, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    # sse3: a flag every x86-64 CPU these machines have (AVX2, AVX-512, AMX) has; only the fake one is named.
-    ({"emaseg_cpu_flags": "sse3 avx512_fake_isa"}, "compiled for a CPU with avx512_fake_isa, which this CPU lacks"),
+    # avx: a flag every CPU these machines have (AVX2, AVX-512, AMX) has; only the fake one is named.
+    ({"emaseg_cpu_flags": "avx avx512_fake_isa"}, "compiled for a CPU with avx512_fake_isa, which this CPU lacks"),
     ({"emaseg_torch_version": "2.1.0+cpu"}, "was compiled with torch 2.1.0+cpu"),
     ({"emaseg_device": "cuda"}, "was compiled for cuda, not for cpu"),
 ])
@@ -309,6 +309,49 @@ def test_export_py_pt2_usage_errors(emanet_pt2, tmp_path):
     assert inspect.returncode == 0 and json.loads(inspect.stdout)["format"] == "emaseg.aoti"
 
 
+def test_export_py_adds_network_sizes_to_a_package(emanet_pt2, tmp_path):
+    """export.py --add-to: the package gains a compiled size, keeps the others, and is replaced only
+    after its gate; another checkpoint or other export options are refused, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from emaseg.export import read_metadata
+
+    shutil.copy(emanet_pt2["pt2"], tmp_path / "m.pt2")
+    export = [sys.executable, str(ROOT / "python" / "export.py"), "--checkpoint", str(emanet_pt2["checkpoint"]),
+              "--add-to", str(tmp_path / "m.pt2"), "--output", str(tmp_path / "m.pt2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    added = subprocess.run([*export, "--no-resize", "--network-sizes", "48x80"], capture_output=True, text=True,
+                           env=env)
+    assert added.returncode == 0, added.stderr
+    meta = read_metadata(tmp_path / "m.pt2")
+    assert meta["network_models"] == {"48x80": "net_48x80", "64x64": "net_64x64"} and meta["any_size"]
+    segmenter = runtime.Segmenter(tmp_path / "m.pt2", threads=1)
+    scripted = torch.jit.load(str(emanet_pt2["pt"]))
+    rng = np.random.default_rng(9)
+    for h, w in ((48, 80), (64, 64), (50, 70)):
+        frame = rng.integers(0, 256, (h, w, 3), np.uint8)
+        with torch.inference_mode():
+            np.testing.assert_array_equal(segmenter.segment(frame), scripted(torch.from_numpy(frame)[None])[0].numpy())
+    before = (tmp_path / "m.pt2").read_bytes()
+    other = subprocess.run([*export, "--network-sizes", "40x40"], capture_output=True, text=True, env=env)
+    assert other.returncode == 1 and "was exported with another resize than asked now" in other.stderr, other.stderr
+    torch.manual_seed(1)
+    from emaseg import build_model, get_config, save_checkpoint
+
+    cfg = get_config("emanet_r18w8-d8_128x256_synthetic")
+    save_checkpoint(tmp_path / "other.pth", build_model(cfg).eval(), cfg)
+    wrong = subprocess.run([sys.executable, str(ROOT / "python" / "export.py"), "--checkpoint", str(tmp_path / "other.pth"),
+                            "--add-to", str(tmp_path / "m.pt2"), "--output", str(tmp_path / "m.pt2"), "--no-resize",
+                            "--network-sizes", "40x40"], capture_output=True, text=True, env=env)
+    assert wrong.returncode == 1 and "was exported from another checkpoint" in wrong.stderr, wrong.stderr
+    assert (tmp_path / "m.pt2").read_bytes() == before
+    assert "Traceback" not in other.stderr + wrong.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2", "other.pth"]
+
+
 def test_package_without_the_any_size_model_takes_only_its_sizes(packages, tmp_path):
     """--frame-size / --no-any-size: frames of other network sizes are refused with the command
     that adds theirs; as the CLI's default, such a package gives way to the .pt."""
@@ -392,7 +435,7 @@ def test_network_sizes_package_picks_its_model_and_grows(packages, tmp_path):
     assert run.returncode == 0, run.stderr
     notes = [line for line in run.stderr.splitlines() if "any-size model" in line]
     assert len(notes) == 1, run.stderr  # two 96x160 frames, one note; the 37x53 frame has its model
-    assert notes[0].startswith("note: 160x96 frames run the network at 96x160, which ")
+    assert "note: 160x96 frames run the network at 96x160, which " in notes[0]
     assert notes[0].endswith(f"--add-to {tmp_path / 'sizes.pt2'} --output {tmp_path / 'sizes.pt2'} "
                              "--network-sizes 96x160")
     quiet = run_cli("--model", tmp_path / "grown.pt2", "--images", images, "--threads", "1", "--json",

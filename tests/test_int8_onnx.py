@@ -71,8 +71,11 @@ def test_int8_gate_and_metadata(int8_package):
     report = int8_package["report"]
     assert len(report.parity) == 4  # every fifth of the 20 calibration images is held out
     assert min(r["agreement"] for r in report.parity) >= 0.95
+    from emaseg.export.network import network_size
+
     meta = read_metadata(int8_package["pt2"])
-    assert meta["dtype"] == "int8" and meta["fixed_input"] == {"N": 1, "H": FRAME[0], "W": FRAME[1]}
+    h, w = network_size(meta["resize"], *FRAME)  # the network compiled for FRAME's network size only
+    assert meta["dtype"] == "int8" and not meta["any_size"] and meta["network_models"] == {f"{h}x{w}": f"net_{h}x{w}"}
     assert meta["calibration"] == {"frames": 16, "held_out": 4, "folder": "calibration"}
 
 
@@ -81,7 +84,7 @@ def test_int8_package_runs_int8_convolutions(int8_package):
     silently run in float32 (a known torchao pitfall)."""
     with zipfile.ZipFile(int8_package["pt2"]) as archive:
         code = "".join(archive.read(n).decode(errors="replace") for n in archive.namelist()
-                       if "/model/" in n and n.endswith(".wrapper.cpp"))
+                       if "/data/aotinductor/net_" in n and n.endswith(".wrapper.cpp"))
     assert code.count("qconv") >= 10, "the compiled model calls no (or few) int8 convolutions"
     assert "mkldnn__convolution_pointwise(" not in code  # no float32 convolution is left
 

@@ -75,18 +75,15 @@ class TinyColourSegmenter(nn.Module):
 
 
 class TinyColourNetwork(nn.Module):
-    """The tiny model's network half, what a .pt2 package compiles (emaseg.export.network's
-    contract: frames at the network size in, scores and per-cell labels out)."""
+    """The tiny model's network half, what a .pt2 package holds (emaseg.export.network's contract:
+    uint8 BGR frames at the network size in, scores out)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.segmenter = TinyColourSegmenter()
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from emaseg.frame_labels import network_cells
-
-        scores = self.segmenter._logits(images)
-        return scores, network_cells(scores, torch.uint8)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.segmenter._logits(images)
 
 
 def metadata(format_version: int = 1) -> dict:

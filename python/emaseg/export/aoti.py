@@ -76,6 +76,8 @@ def specialised_dims(program: torch.export.ExportedProgram) -> dict[str, int]:
 
 RECORD = "emaseg/package.json"     # the ema-seg record: metadata, torch version, CPU flags, device
 ANY_SIZE_RECORD = "emaseg/any_size.pt"  # the network for any size: a frozen TorchScript archive
+# What the models of one package share: sizes added to a package must come from the same module.
+SAME_MODULE = ("checkpoint_sha256", "config_name", "resize", "mode", "slide", "dtype", "align_corners", "num_classes")
 
 
 def network_example(size: tuple[int, int]) -> torch.Tensor:
@@ -98,6 +100,10 @@ def compile_package(network: nn.Module, metadata: dict[str, Any], path: str | os
     kept: dict[str, Any] = {}
     if add_to is not None:
         kept = json.loads(read_package_metadata(add_to)["emaseg_metadata"])
+        differ = [k for k in SAME_MODULE if kept.get(k) != metadata.get(k)]
+        if differ:
+            raise PackageError(f"{add_to} was exported with another {', '.join(differ)} than asked now; its models "
+                               "and the new ones would not compute the same thing (give the same export options)")
     sizes = [s for s in dict.fromkeys(tuple(s) for s in network_sizes)
              if size_name(s) not in kept.get("network_models", {})]
     models = {**kept.get("network_models", {}), **{size_name(s): model_name(s) for s in sizes}}
