@@ -305,12 +305,12 @@ def export_int8_speed_only(checkpoint: Path, out: Path, resize, frame_size: tupl
     are near-ties everywhere, the row measures speed only (the JSON says so)."""
     from emaseg.export import aoti, int8
     from emaseg.export.exporter import build_module
+    from emaseg.export.network import NetworkModel, network_size
 
     module, meta = build_module(checkpoint, mode=None, resize=resize, flip=False, dtype="float32", device="cpu")
     calib, _ = int8.calibration_images(folder, frame_size)
-    example = aoti.package_input(frame_size)
-    aoti.compile_package(int8.quantize_network(module, calib, dynamic=False), {**meta, "dtype": "int8"}, out,
-                         example=example, dynamic=False)
+    aoti.compile_package(NetworkModel(int8.quantize_network(module, calib, dynamic=False)), {**meta, "dtype": "int8"},
+                         out, network_sizes=(network_size(meta["resize"], *frame_size),), any_size=False)
 
 
 def export_files(checkpoint: Path, work: Path, tag: str, want: set[str], resize,
