@@ -198,7 +198,8 @@ class AotiBackend final : public ModelBackend {
   std::vector<cv::Mat> labels(const std::vector<cv::Mat>& frames) override {
     std::vector<cv::Mat> all;
     for (const cv::Mat& frame : frames) {
-      const torch::Tensor scores = network(frame);
+      // On the host once: the cells and the frame labels are CPU loops (CUDA: one copy back).
+      const torch::Tensor scores = network(frame).to(torch::kCPU).contiguous();
       const cv::Size net(static_cast<int>(scores.size(3)), static_cast<int>(scores.size(2)));
       if (net == frame.size()) {
         all.push_back(argmax_labels(scores, wide_));

@@ -2,6 +2,8 @@
 // the eager torch ops of python/emaseg/{resize,frame_labels}.py do, never fused into an FMA.
 #include "frame_work.h"
 
+#include "torch_util.h"
+
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <ATen/Parallel.h>
@@ -29,6 +31,20 @@ int argmax_of(const std::vector<T>& values) {
     if (std::isnan(v) || v > current) best = k;
   }
   return best;
+}
+
+// Calls `f` with a value of the scores' element type: float32, bfloat16 or float16, the dtypes a
+// package computes in; any other breaks the package's contract.
+template <typename F>
+decltype(auto) by_score_type(torch::ScalarType type, F&& f) {
+  switch (type) {
+    case torch::kFloat: return f(float());
+    case torch::kBFloat16: return f(c10::BFloat16());
+    case torch::kHalf: return f(c10::Half());
+    default:
+      throw Error(Error::Kind::kModel, "the .pt2 network returned scores of an unexpected dtype; "
+                                       "export it again with python python/export.py");
+  }
 }
 
 }  // namespace
@@ -168,27 +184,18 @@ void cells_of(const torch::Tensor& scores, torch::Tensor& out) {
     }
 }
 
-template <typename Label>
-void cells_any(const torch::Tensor& scores, torch::Tensor& out) {
-  switch (scores.scalar_type()) {
-    case torch::kFloat: cells_of<float, Label>(scores, out); break;
-    case torch::kBFloat16: cells_of<c10::BFloat16, Label>(scores, out); break;
-    case torch::kHalf: cells_of<c10::Half, Label>(scores, out); break;
-    default:
-      throw Error(Error::Kind::kModel, "the .pt2 network returned scores of an unexpected dtype; "
-                                       "export it again with python python/export.py");
-  }
-}
-
 }  // namespace
 
 torch::Tensor network_cells(const torch::Tensor& scores, bool wide) {
   const torch::Tensor s = scores.to(torch::kCPU).contiguous();
   torch::Tensor out = torch::empty({1, s.size(2), s.size(3)}, wide ? torch::kLong : torch::kUInt8);
-  if (wide)
-    cells_any<std::int64_t>(s, out);
-  else
-    cells_any<std::uint8_t>(s, out);
+  by_score_type(s.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    if (wide)
+      cells_of<T, std::int64_t>(s, out);
+    else
+      cells_of<T, std::uint8_t>(s, out);
+  });
   return out;
 }
 
@@ -223,27 +230,18 @@ cv::Mat FrameLabels::operator()(const torch::Tensor& scores, const torch::Tensor
   const torch::Tensor c = cells.to(torch::kCPU).contiguous();
   const bool wide = c.scalar_type() == torch::kLong;
   cv::Mat out(frame_, wide ? CV_32S : CV_8U);
-  if (wide)
-    fill<std::int32_t>(s, c, out);
-  else
-    fill<std::uint8_t>(s, c, out);
+  by_score_type(s.scalar_type(), [&](auto tag) {
+    using Score = decltype(tag);
+    if (wide)
+      fill<Score, std::int32_t>(s, c, out);
+    else
+      fill<Score, std::uint8_t>(s, c, out);
+  });
   return out;
 }
 
-template <typename Label>
-void FrameLabels::fill(const torch::Tensor& scores, const torch::Tensor& cells, cv::Mat& out) const {
-  switch (scores.scalar_type()) {
-    case torch::kFloat: return fill_as<float, Label>(scores, cells, out);
-    case torch::kBFloat16: return fill_as<c10::BFloat16, Label>(scores, cells, out);
-    case torch::kHalf: return fill_as<c10::Half, Label>(scores, cells, out);
-    default:
-      throw Error(Error::Kind::kModel, "the .pt2 network returned scores of an unexpected dtype; "
-                                       "export it again with python python/export.py");
-  }
-}
-
 template <typename Score, typename Label>
-void FrameLabels::fill_as(const torch::Tensor& scores, const torch::Tensor& cells, cv::Mat& out) const {
+void FrameLabels::fill(const torch::Tensor& scores, const torch::Tensor& cells, cv::Mat& out) const {
   const int h = network_.height, w = network_.width, width = frame_.width;
   const std::int64_t plane = std::int64_t(h) * w;
   const int classes = static_cast<int>(scores.size(1));
@@ -294,13 +292,7 @@ std::vector<cv::Mat> frame_probabilities(const torch::Tensor& scores, cv::Size f
   if (scores.size(2) != frame.height || scores.size(3) != frame.width)
     resized = at::upsample_bilinear2d(scores, {frame.height, frame.width}, align_corners, c10::nullopt,
                                       c10::nullopt);
-  const torch::Tensor probs = resized.softmax(1).to(torch::kCPU, torch::kFloat).contiguous();
-  const int classes = static_cast<int>(probs.size(1));
-  cv::Mat all(classes * frame.height, frame.width, CV_32F);
-  std::memcpy(all.data, probs.data_ptr<float>(), sizeof(float) * std::size_t(probs.numel()));
-  std::vector<cv::Mat> planes;
-  for (int c = 0; c < classes; ++c) planes.push_back(all.rowRange(c * frame.height, (c + 1) * frame.height));
-  return planes;
+  return tensor_to_planes(resized.softmax(1), frame.height, frame.width, "the .pt2 network's probabilities");
 }
 
 namespace {
@@ -344,24 +336,14 @@ bool argmax_of_scores(const torch::Tensor& scores, cv::Mat& out) {
 cv::Mat argmax_labels(const torch::Tensor& scores, bool wide) {
   const torch::Tensor s = scores.to(torch::kCPU).contiguous();
   cv::Mat out(static_cast<int>(s.size(2)), static_cast<int>(s.size(3)), wide ? CV_32S : CV_8U);
-  const auto run = [&](auto tag) {
+  const bool done = by_score_type(s.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     return wide ? argmax_of_scores<T, std::int32_t>(s, out) : argmax_of_scores<T, std::uint8_t>(s, out);
-  };
-  bool done = false;
-  switch (s.scalar_type()) {
-    case torch::kFloat: done = run(float()); break;
-    case torch::kBFloat16: done = run(c10::BFloat16()); break;
-    case torch::kHalf: done = run(c10::Half()); break;
-    default:
-      throw Error(Error::Kind::kModel, "the .pt2 network returned scores of an unexpected dtype; "
-                                       "export it again with python python/export.py");
-  }
-  if (!done) {  // a NaN score: ATen's argmax places it as torch does
-    const torch::Tensor labels = s.argmax(1)[0].to(wide ? torch::kInt : torch::kUInt8).contiguous();
-    std::memcpy(out.data, labels.data_ptr(), out.total() * out.elemSize());
-  }
-  return out;
+  });
+  if (done) return out;
+  // A NaN score: ATen's argmax places it as torch does.
+  return tensor_to_labels(s.argmax(1).to(wide ? torch::kLong : torch::kUInt8), 1, out.rows, out.cols,
+                          "the .pt2 network's argmax")[0];
 }
 
 }  // namespace emaseg::detail

@@ -53,10 +53,8 @@ class FrameLabels {
   cv::Mat operator()(const torch::Tensor& scores, const torch::Tensor& cells) const;
 
  private:
-  template <typename Label>
-  void fill(const torch::Tensor& scores, const torch::Tensor& cells, cv::Mat& out) const;
   template <typename Score, typename Label>
-  void fill_as(const torch::Tensor& scores, const torch::Tensor& cells, cv::Mat& out) const;
+  void fill(const torch::Tensor& scores, const torch::Tensor& cells, cv::Mat& out) const;
   cv::Size network_, frame_;
   std::vector<std::int64_t> y0_, y1_, x0_, x1_;
   std::vector<float> wy_, wx_;

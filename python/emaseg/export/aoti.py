@@ -57,23 +57,6 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def export_program(module: nn.Module, example: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
-    """torch.export of `module(images)`: batch, height and width symbolic if `dynamic`, else all
-    fixed to the example's. Dim.AUTO specialises a dimension the code branches on instead
-    of failing; specialised_dims() tells."""
-    auto = torch.export.Dim.AUTO
-    shapes = {"images": {0: auto, 1: auto, 2: auto}} if dynamic else None
-    with torch.no_grad():
-        return torch.export.export(module, (example,), dynamic_shapes=shapes)
-
-
-def specialised_dims(program: torch.export.ExportedProgram) -> dict[str, int]:
-    """Input dimensions the export fixed to a number (N, H, W), e.g. {"H": 256}."""
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name.startswith("images"))
-    shape = node.meta["val"].shape
-    return {name: int(size) for name, size in zip("NHW", shape[:3]) if isinstance(size, int)}
-
-
 RECORD = "emaseg/package.json"     # the ema-seg record: metadata, torch version, CPU flags, device
 ANY_SIZE_RECORD = "emaseg/any_size.pt"  # the network for any size: a frozen TorchScript archive
 # What the models of one package share: sizes added to a package must come from the same module.
@@ -169,8 +152,8 @@ def _compile_one(network: nn.Module, size: tuple[int, int], device: str, options
     from torch._inductor import aot_compile
 
     example = network_example(size).to(device)
-    program = export_program(network, example, dynamic=False)
     with torch.no_grad():
+        program = torch.export.export(network, (example,))  # every dimension fixed to the example's
         return aot_compile(program.module(check_guards=False), (example,), options=options)
 
 
@@ -349,4 +332,4 @@ def package_input(example_size: Optional[tuple[int, int]] = None) -> torch.Tenso
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PackageError", "PackageModel", "check_runnable", "compile_package", "cpu_flags",
-           "is_package", "load_package", "network_example", "read_package_metadata", "specialised_dims"]
+           "is_package", "load_package", "network_example", "read_package_metadata"]

@@ -238,8 +238,8 @@ def _write_torchscript(module: SegmentationModule, meta: dict[str, Any], output:
     return ExportReport(output=output, metadata=meta, parity=rows, seconds_per_frame=timing)
 
 
-def _package_sizes(meta: dict[str, Any], sizes: PackageSizes) -> tuple[list[tuple[int, int]], bool]:
-    """The network input sizes to compile and whether to compile the any-size model too."""
+def _package_sizes(meta: dict[str, Any], sizes: PackageSizes) -> list[tuple[int, int]]:
+    """The network input sizes to compile (the any-size model is `sizes.any_size`)."""
     from .network import aspect_ratio_sizes, network_size
 
     out = [tuple(s) for s in sizes.network_sizes]
@@ -248,7 +248,7 @@ def _package_sizes(meta: dict[str, Any], sizes: PackageSizes) -> tuple[list[tupl
     if any(min(s) < MIN_SIZE for s in out):
         raise ExportError(f"every network size must be at least {MIN_SIZE}x{MIN_SIZE}, got "
                           + ", ".join(f"{h}x{w}" for h, w in out if min(h, w) < MIN_SIZE))
-    return list(dict.fromkeys(out)), sizes.any_size
+    return list(dict.fromkeys(out))
 
 
 def _package_gate_frames(meta: dict[str, Any], any_size: bool, frames: Optional[list[torch.Tensor]]
@@ -277,9 +277,9 @@ def _write_package(network: NetworkModel, meta: dict[str, Any], output: Path, *,
                    ) -> ExportReport:
     """torch.export + AOTInductor of the network model into a temporary .pt2 beside `output`, gated
     against `reference`, the float32 module, through the package's own frame work."""
-    network_sizes, any_size = _package_sizes(meta, sizes)
+    network_sizes = _package_sizes(meta, sizes)
     with _export_errors(), atomic_path(output, suffix=aoti.SUFFIX) as tmp:
-        meta = aoti.compile_package(network, meta, tmp, network_sizes=network_sizes, any_size=any_size,
+        meta = aoti.compile_package(network, meta, tmp, network_sizes=network_sizes, any_size=sizes.any_size,
                                     device=device, add_to=add_to)
         model, _ = aoti.load_package(tmp, device)
         if int8_frames is not None:
@@ -346,9 +346,8 @@ def _write_int8(reference: SegmentationModule, meta: dict[str, Any], output: Pat
     meta = {**meta, "dtype": "int8",
             "calibration": {"frames": len(calib), "held_out": len(held_out), "folder": Path(calibration).name}}
     # One network size: the quantised graph may be specialised to it (calibrated at it).
-    network_sizes, _ = _package_sizes(meta, sizes)
     try:
-        quantized = int8.quantize_network(reference, calib, dynamic=len(network_sizes) != 1)
+        quantized = int8.quantize_network(reference, calib, dynamic=len(_package_sizes(meta, sizes)) != 1)
     except int8.CalibrationError as e:
         raise ExportError(str(e)) from e
     return _write_package(NetworkModel(quantized), meta, output, dtype="int8", device="cpu", frames=None,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..frame_labels import labels_from_cells, network_cells
-from ..inference import preprocess, rescale_size
+from ..inference import preprocess, rescale_size, resize
 from ..resize import resize_uint8_like_cv2
 from .module import MIN_SIZE
 
@@ -34,15 +34,14 @@ class NetworkModel(nn.Module):
     """The deployable module's network at the network input size: normalisation, then whole or
     sliding-window inference.
 
-    `module` is a SegmentationModule (or one with the same `seg`, `mean`, `std`, `bgr_to_rgb` and
-    `label_uint8`, e.g. its int8 copy); flip averaging is not a network-size computation."""
+    `module` is a SegmentationModule (or one with the same `seg`, `mean`, `std` and `bgr_to_rgb`,
+    e.g. its int8 copy); flip averaging is not a network-size computation."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         if getattr(module, "flip", False):
             raise ValueError("flip averaging has no network-size form; export it to a .pt file")
         self.module = module
-        self.label_dtype = torch.uint8 if module.label_uint8 else torch.int64
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         m = self.module
@@ -88,8 +87,6 @@ def run_frames(network: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
 def frame_probabilities(network: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                         net_size: tuple[int, int], align_corners: bool) -> torch.Tensor:
     """Softmax probabilities (N, C, H, W) float32 at the frame size, as SegmentationModule.probabilities."""
-    from ..inference import resize
-
     scores = network(resize_uint8_like_cv2(images, net_size))
     return resize(scores, (images.shape[1], images.shape[2]), align_corners).softmax(dim=1).float()
 
