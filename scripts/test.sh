@@ -3,6 +3,20 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# What only the tests need: tests/test_video_playback.py checks the overlay video with ffprobe and
+# plays it in apt's Chromium, driven by Playwright (pip; it uses /usr/bin/chromium, downloads no browser).
+missing=()
+for pkg in ffmpeg chromium; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if ((${#missing[@]})); then
+    echo "[test] apt: installing ${missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq || exit 1
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || exit 1
+fi
+if ! .venv/bin/python -c "import playwright" 2>/dev/null; then
+    echo "[test] pip: installing playwright" >&2
+    .venv/bin/python -m pip install -q playwright || exit 1
+fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # tests set their own thread counts; avoid spinning
 # The cache setup.sh compiled into: the tests' .pt2 compiles share it (and each other's).
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/build/inductor-cache}

@@ -119,12 +119,44 @@ void define_options(CLI::App& app, CliOptions& o) {
             return text == "h264" || text == "mp4v" ? "" : "must be h264 or mp4v, got '" + text + "'";
           },
           ""));
+  app.add_option("--preset", o.preset,
+                 "H.264 encoder speed against file size: ultrafast, superfast,\n"
+                 "veryfast (default), faster, fast, medium, slow, slower, veryslow")
+      ->type_name("P")->group("output")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            for (const char* p : {"ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                                  "veryslow"})
+              if (text == p) return "";
+            return "must be ultrafast, superfast, veryfast, faster, fast, medium, slow, slower or veryslow, got '" +
+                   text + "'";
+          },
+          ""));
+  app.add_option("--crf", o.crf, "H.264 quality, 0..51: lower is better and bigger (default 23)")
+      ->type_name("N")->group("output")
+      ->check(number<int>([](int v) { return v >= 0 && v <= 51; }, "must lie in 0..51"));
   app.add_option("--alpha", o.alpha, "overlay opacity in [0, 1] (default 0.5)")
       ->type_name("A")->group("output")
       ->check(number<double>([](double v) { return v >= 0.0 && v <= 1.0; }, "must lie in [0, 1]"));
   app.add_flag("--show", o.show, "show the overlay in a window (q or Esc stops)")
       ->group("output")->disable_flag_override();
 
+  app.add_option("--stall-timeout", o.stall_timeout,
+                 "seconds a video or stream may send nothing (opening or reading)\n"
+                 "before the run ends with an input error (default 10; 0: wait forever)")
+      ->type_name("S")->group("run")
+      ->check(number<double>([](double v) { return v >= 0.0 && v <= 1e6; }, "must lie in 0..1000000 seconds"));
+  app.add_option("--hwaccel", o.hwaccel,
+                 "video decoding: none (default), auto (NVDEC with --device cuda,\n"
+                 "else software), cuda (NVDEC) or vaapi")
+      ->type_name("HW")->group("run")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            return text == "none" || text == "auto" || text == "cuda" || text == "vaapi"
+                       ? ""
+                       : "must be none, auto, cuda or vaapi, got '" + text + "'";
+          },
+          ""));
   app.add_option("--max-frames", o.max_frames, "read at most N input frames")
       ->type_name("N")->group("run")->check(number<long long>([](long long v) { return v >= 1; }, "must be >= 1"));
   app.add_option("--every", o.every,
@@ -132,12 +164,13 @@ void define_options(CLI::App& app, CliOptions& o) {
                  "(video and camera only; default 1)")
       ->type_name("N")->group("run")->check(number<int>([](int v) { return v >= 1; }, "must be >= 1"));
   app.add_flag("--benchmark", o.benchmark,
-               "warm up, then print model-only and end-to-end latency (p50, p95)\n"
-               "and fps; writes no default output video")
+               "warm up, then print model-only and end-to-end latency (p50, p95),\n"
+               "fps and each stage's p50; writes no default output video")
       ->group("run")->disable_flag_override();
   app.add_flag("--json", o.json,
                "print a JSON summary on stdout (frames, dropped, unreadable, fps,\n"
-               "latencies, per-class pixel share, peak RSS)")
+               "latencies, each stage's (decode, model, overlay, encode), per-class\n"
+               "pixel share, peak RSS)")
       ->group("run")->disable_flag_override();
   app.add_flag("--quiet", o.quiet, "no progress or warnings on stderr (errors are still printed)")
       ->group("run")->disable_flag_override();
@@ -154,9 +187,11 @@ void define_options(CLI::App& app, CliOptions& o) {
       "are skipped and counted as \"unreadable\"; in --images runs an unreadable or refused image is\n"
       "named on stderr, the others are processed, and the exit code is 7. Ctrl-C (SIGINT) or\n"
       "SIGTERM stops reading, finishes the frames in flight and keeps the playable video as\n"
-      "<stem>.partial.mp4; a second one quits at once and removes it. FFmpeg's decoder messages\n"
-      "and OpenCV's warnings are silenced; OPENCV_FFMPEG_LOGLEVEL=16 and OPENCV_LOG_LEVEL=INFO\n"
-      "bring them back.\n"
+      "<stem>.partial.mp4; a second one quits at once and removes it. Ctrl-C also ends a blocking\n"
+      "open or read of a stream at once. A stream that sends nothing for --stall-timeout seconds\n"
+      "ends the run with an input error; the frames before it are kept as <stem>.partial.mp4.\n"
+      "FFmpeg's messages and OpenCV's warnings are silenced; EMASEG_FFMPEG_LOGLEVEL=16 and\n"
+      "OPENCV_LOG_LEVEL=INFO bring them back.\n"
       "\n"
       "exit codes: 0 ok, 1 runtime error, 2 usage error, 3 model error, 4 input error,\n"
       "            5 output error, 6 device error, 7 some images failed, 130 interrupted");
@@ -183,6 +218,7 @@ void check_combination(const CliOptions& o) {
     throw UsageError(inputs == 0 ? "no input: give --video, --camera, --image or --images"
                                  : "give exactly one of --video, --camera, --image, --images");
   if (o.every > 1 && o.image_input()) throw UsageError("--every applies to --video and --camera only");
+  if (o.hwaccel != "none" && o.video.empty()) throw UsageError("--hwaccel applies to --video only");
 #if defined(__linux__)
   // GTK aborts the whole process when it finds no display; refuse early instead.
   if (o.show && std::getenv("DISPLAY") == nullptr && std::getenv("WAYLAND_DISPLAY") == nullptr)

@@ -108,6 +108,7 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
       {"output", text_or_null(r.output)},
       {"mask_dir", text_or_null(r.mask_dir)},
       {"codec", text_or_null(r.codec)},
+      {"decoder", text_or_null(r.decoder)},
       {"frames", s.delivered},
       {"inferred", s.inferred},
       {"reused", s.reused},
@@ -121,6 +122,12 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
       {"benchmark", benchmark},
       {"model_ms", json_latency(s.model_ms)},
       {"end_to_end_ms", json_latency(s.latency_ms)},
+      // Where a frame's time goes, stage by stage (decode includes the conversion to BGR).
+      {"stages_ms",
+       {{"decode", json_latency(s.decode_ms)},
+        {"model", json_latency(s.model_ms)},
+        {"overlay", json_latency(r.overlay_ms)},
+        {"encode", json_latency(r.encode_ms)}}},
       {"class_share", shares},
       {"peak_rss_mb", rss >= 0 ? nlohmann::ordered_json(double(rss) / 1024.0) : nlohmann::ordered_json()},
   };
@@ -140,6 +147,8 @@ void print_benchmark(const RunReport& r, cv::Size size, int warmup_runs, int thr
               s.model_ms.p50 > 0 ? 1000.0 / s.model_ms.p50 : 0.0);
   std::printf("  end-to-end  p50 %8.2f ms  p95 %8.2f ms  throughput %.1f fps\n", s.latency_ms.p50,
               s.latency_ms.p95, s.seconds > 0 ? double(s.delivered) / s.seconds : 0.0);
+  std::printf("  stages p50  decode %.2f ms  model %.2f ms  overlay %.2f ms  encode %.2f ms\n", s.decode_ms.p50,
+              s.model_ms.p50, r.overlay_ms.p50, r.encode_ms.p50);
   std::fflush(stdout);
 }
 

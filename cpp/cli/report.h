@@ -40,7 +40,9 @@ struct RunReport {
   bool interrupted = false;
   bool partial = false;  // `output` is the interrupted run's <stem>.partial video
   long long bad_images = 0;  // --image/--images: unreadable or refused
+  std::string decoder;   // FFmpeg's decoder of a video or stream ("h264 (1 thread)"); empty: none
   emaseg::PipelineStats stats;
+  emaseg::LatencySummary overlay_ms, encode_ms;  // per written frame (RunOutputs)
 };
 
 void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, bool benchmark);

@@ -27,6 +27,10 @@ namespace fs = std::filesystem;
 constexpr const char* kDefaultModels[] = {"models/emanet_demo.pt2", "models/emanet_demo.pt"};
 constexpr double kDefaultFps = 30.0;  // for cameras and streams that do not report one
 constexpr int kWarmupRuns = 3;
+// The video path's own threads, explicit so that they do not compete with the model's: decoding
+// takes turns with the model (PipelineOptions::decode_between_frames), encoding runs beside it.
+constexpr int kDecoderThreads = 1;
+constexpr int kEncoderThreads = 1;
 
 // "<stem>_overlay.mp4" in the current folder for a file or URL.
 std::string default_video_output(const std::string& input) {
@@ -92,7 +96,13 @@ std::unique_ptr<emaseg::FrameSource> open_source(const CliOptions& o) {
   if (o.camera) return emaseg::open_camera(*o.camera);
   if (!o.image.empty()) return emaseg::open_image(o.image);
   if (!o.images.empty()) return emaseg::open_images(o.images);
-  return emaseg::open_video(o.video);
+  emaseg::VideoOptions video;
+  video.stall_timeout = o.stall_timeout;
+  video.hwaccel = o.hwaccel;
+  video.device = o.device;
+  video.threads = kDecoderThreads;
+  video.stop = &stop_requested();  // Ctrl-C ends a blocking open or read at once
+  return emaseg::open_video(o.video, video);
 }
 
 // Where overlays go: a video for video input, a folder or one file for images.
@@ -100,6 +110,9 @@ emaseg::OutputOptions output_options(const CliOptions& o) {
   emaseg::OutputOptions out;
   out.alpha = o.alpha;
   out.fourcc = o.codec == "mp4v" ? "mp4v" : "avc1";  // avc1: H.264 in an mp4
+  out.preset = o.preset;
+  out.crf = o.crf;
+  out.encoder_threads = kEncoderThreads;
   out.fallback_fourcc = o.codec.empty() ? "mp4v" : "";
   out.default_fps = kDefaultFps;
   out.mask_dir = o.mask_dir;
@@ -162,7 +175,14 @@ int run(const CliOptions& o) {
   ChosenModel model;
   if (!o.model.empty()) model = choose_model(o, options, nullptr);
   // Open the input before creating any output, so a bad input leaves nothing behind.
-  const std::unique_ptr<emaseg::FrameSource> source = open_source(o);
+  std::unique_ptr<emaseg::FrameSource> source;
+  try {
+    source = open_source(o);
+  } catch (const emaseg::Error&) {
+    if (!stop_requested().load()) throw;
+    print_stderr("note", "interrupted while opening " + o.input_name());
+    return kExitInterrupted;
+  }
   if (o.model.empty()) model = choose_model(o, options, source.get());
   const emaseg::Segmenter& segmenter = *model.segmenter;
 
@@ -170,6 +190,7 @@ int run(const CliOptions& o) {
   report.input = o.input_name();
   report.model = model.path;
   report.device = segmenter.device();
+  report.decoder = source->decoder();
 
   const emaseg::OutputOptions out = output_options(o);
   emaseg::RunOutputs outputs(segmenter, *source, out);  // refuses to overwrite any input
@@ -199,6 +220,8 @@ int run(const CliOptions& o) {
   pipeline.every = o.every;
   pipeline.max_frames = o.max_frames;
   pipeline.stop = &stop_requested();
+  // The overlay video is made on the decoder's own planes unless a window shows the BGR overlay.
+  pipeline.i420_planes = !out.video.empty() && !window;
   const bool image_input = o.image_input();
   // Each bad image of a batch is named, even with --quiet: the exit code alone cannot say which.
   pipeline.on_unreadable = [&o, image_input](long long index, const std::string& name) {
@@ -214,7 +237,7 @@ int run(const CliOptions& o) {
   const auto sink = [&](const emaseg::FrameResult& r) {
     uncompiled.check(r.frame.size());
     cv::Mat shown;
-    if (outputs.needs_overlay() || window) shown = segmenter.overlay(r.frame, r.labels, o.alpha);
+    if (window) shown = segmenter.overlay(r.frame, r.labels, o.alpha);  // else RunOutputs makes what it needs
     outputs.write(r, shown);
     if (window) {
       cv::imshow("ema_seg", shown);
@@ -229,8 +252,19 @@ int run(const CliOptions& o) {
     report.stats = emaseg::run_pipeline(segmenter, *source, sink, pipeline);
   } catch (const emaseg::Error& e) {
     progress.finish();
-    // `outputs` deletes the unfinished video on the way out; say so, lest the user look for it.
-    throw emaseg::Error(e.kind(), std::string(e.what()) + (out.video.empty() ? "" : "; no video was written"));
+    if (out.video.empty()) throw;
+    // A stream that stalled or failed mid-run: what came before is the user's, kept as a partial
+    // video. Any other failure leaves no video: `outputs` deletes it on the way out.
+    std::string kept;
+    if (e.kind() == emaseg::Error::Kind::kInput) {
+      try {
+        kept = outputs.finish_partial();
+      } catch (const emaseg::Error&) {
+      }
+    }
+    register_temp_files({});
+    throw emaseg::Error(e.kind(), std::string(e.what()) +
+                                      (kept.empty() ? "; no video was written" : "; the frames before are in " + kept));
   }
   progress.finish();
   report.interrupted = stop_requested().load();
@@ -242,6 +276,8 @@ int run(const CliOptions& o) {
   }
   register_temp_files({});
   if (window) cv::destroyAllWindows();
+  report.overlay_ms = outputs.overlay_ms();
+  report.encode_ms = outputs.encode_ms();
 
   report.bad_images = image_input ? report.stats.unreadable + report.stats.failed : 0;
   if (o.benchmark && !o.json) print_benchmark(report, source->frame_size(), kWarmupRuns, o.threads);

@@ -1,4 +1,5 @@
-// FrameSource implementations: OpenCV VideoCapture (files, streams, cameras) and image lists.
+// FrameSource implementations: cameras through OpenCV's VideoCapture, and image lists. Video files
+// and network streams are decoded by FFmpeg directly (av/av_video_source.cpp).
 #include "emaseg/pipeline.h"
 
 #include "output_files.h"
@@ -21,12 +22,6 @@ namespace fs = std::filesystem;
 constexpr int kMaxConsecutiveFailures = 8;
 constexpr double kMaxFps = 1000.0;  // beyond it a reported frame rate is taken as unknown
 
-std::string lower(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return text;
-}
-
 class VideoSource final : public FrameSource {
  public:
   // `file`: the local file behind the input ("" for cameras and network streams).
@@ -37,7 +32,7 @@ class VideoSource final : public FrameSource {
     frame_count_ = camera || !(count > 0) ? -1 : static_cast<long long>(count);
     // A file is read at the decoder's pace whatever its container says of its length (raw
     // MJPEG reports none); only cameras and streams run at their own pace.
-    live_ = camera || (file_.empty() && (frame_count_ < 0 || is_live_scheme(description_)));
+    live_ = camera || (file_.empty() && frame_count_ < 0);
     // Read the first frame now: it proves the input decodes and gives the true frame size.
     if (!next(first_))
       throw Error(Error::Kind::kInput, description_ + " opened but no frame could be decoded");
@@ -78,13 +73,6 @@ class VideoSource final : public FrameSource {
   }
 
  private:
-  static bool is_live_scheme(const std::string& description) {
-    const std::string text = lower(description);
-    for (const char* scheme : {"rtsp", "rtsps", "rtmp", "rtp", "udp", "tcp", "srt"})
-      if (text.find(std::string(scheme) + "://") != std::string::npos) return true;
-    return false;
-  }
-
   // The next decodable frame; failures in between become pending_unreadable_.
   bool next(cv::Mat& frame) {
     int failures = 0;
@@ -193,28 +181,6 @@ fs::file_status input_status(const std::string& path, const std::string& descrip
 }
 
 }  // namespace
-
-std::unique_ptr<FrameSource> open_video(const std::string& path_or_url) {
-  const std::string file = detail::local_file(path_or_url);
-  const bool url = file.empty();
-  const std::string description = (url ? "stream '" : "video '") + path_or_url + "'";
-  if (!url && fs::is_directory(input_status(file, description)))
-    throw Error(Error::Kind::kInput, description + " is a folder; use --images for folders");
-  cv::VideoCapture capture;
-  // FFmpeg handles files and network streams alike. No fallback to other backends when it
-  // fails: GStreamer, the next in line, spews warnings for inputs it cannot read either.
-  const int api = cv::videoio_registry::hasBackend(cv::CAP_FFMPEG) ? cv::CAP_FFMPEG : cv::CAP_ANY;
-  try {
-    capture.open(path_or_url, api);
-  } catch (const cv::Exception&) {
-  }
-  if (!capture.isOpened())
-    throw Error(Error::Kind::kInput,
-                "cannot open " + description +
-                    (url ? " (check the address and that the server is reachable)"
-                         : " (not a video format OpenCV's FFmpeg backend can read?)"));
-  return std::make_unique<VideoSource>(std::move(capture), description, false, file);
-}
 
 std::unique_ptr<FrameSource> open_camera(int index) {
   const std::string description = "camera " + std::to_string(index);

@@ -1,7 +1,9 @@
 // RunOutputs: one output side for the CLI and the bindings, so every guard exists once.
 #include "emaseg/outputs.h"
 
+#include "latency.h"
 #include "output_files.h"
+#include "yuv_overlay.h"
 
 #include <opencv2/imgcodecs.hpp>
 
@@ -9,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -27,6 +30,12 @@ std::optional<FileId> file_id(const std::string& path) {  // follows symlinks
   struct stat info {};
   if (::stat(path.c_str(), &info) != 0) return std::nullopt;
   return FileId{info.st_dev, info.st_ino};
+}
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
 Error output_error(const std::string& message) { return Error(Error::Kind::kOutput, message); }
@@ -84,6 +93,9 @@ struct RunOutputs::Impl {
   std::map<std::string, std::string> stems;  // input image -> output stem
   std::unique_ptr<VideoOutput> video;
   std::string fourcc;  // the video's
+  VideoColour colour;  // the source's, for overlays made on its planes
+  cv::Size video_size;
+  detail::LatencyRecorder overlay_ms, encode_ms;
   std::vector<std::string> notes;
 
   Impl(const Segmenter& s, const OutputOptions& o) : segmenter(s), options(o) {}
@@ -147,13 +159,27 @@ RunOutputs::RunOutputs(const Segmenter& segmenter, const FrameSource& source,
   if (!options.video.empty()) {
     const double fps = source.fps() > 0 ? source.fps() : options.default_fps;
     m.fourcc = options.fourcc;
+    m.colour = source.colour();
+    m.video_size = source.frame_size();
+    const auto video_options = [&](const std::string& fourcc) {
+      if (fourcc != "mp4v" && fourcc != "avc1")  // as the fourcc constructor: a codec we cannot write
+        throw output_error("cannot write video '" + options.video + "': no encoder for fourcc '" + fourcc +
+                           "' (avc1: H.264, mp4v: MPEG-4 Part 2)");
+      VideoOutputOptions v;
+      v.codec = fourcc == "mp4v" ? "mp4v" : "h264";
+      v.preset = options.preset;
+      v.crf = options.crf;
+      v.threads = options.encoder_threads;
+      v.colour = m.colour;
+      return v;
+    };
     try {
-      m.video = std::make_unique<VideoOutput>(options.video, fps, source.frame_size(), m.fourcc);
+      m.video = std::make_unique<VideoOutput>(options.video, fps, source.frame_size(), video_options(m.fourcc));
     } catch (const Error& e) {
       if (e.kind() != Error::Kind::kOutput || options.fallback_fourcc.empty()) throw;
-      m.fourcc = options.fallback_fourcc;  // e.g. an OpenCV built without an H.264 encoder
-      m.video = std::make_unique<VideoOutput>(options.video, fps, source.frame_size(), m.fourcc);
-      m.notes.push_back("this OpenCV cannot encode fourcc '" + options.fourcc + "'; '" + options.video +
+      m.fourcc = options.fallback_fourcc;  // e.g. an FFmpeg built without libx264
+      m.video = std::make_unique<VideoOutput>(options.video, fps, source.frame_size(), video_options(m.fourcc));
+      m.notes.push_back("this FFmpeg cannot encode fourcc '" + options.fourcc + "'; '" + options.video +
                         "' is written as '" + m.fourcc + "' (browsers may not play it)");
     }
     const cv::Size size = source.frame_size();
@@ -176,8 +202,28 @@ bool RunOutputs::needs_overlay() const {
 void RunOutputs::write(const FrameResult& r, const cv::Mat& overlay) {
   Impl& m = *impl_;
   cv::Mat shown = overlay;
-  if (shown.empty() && needs_overlay()) shown = m.segmenter.overlay(r.frame, r.labels, m.options.alpha);
-  if (m.video) m.video->write(shown);
+  const bool images = !m.options.overlay_file.empty() || !m.options.overlay_dir.empty();
+  const bool planes = m.video && shown.empty() && !images && !r.i420.empty() && r.frame.size() == r.labels.size() &&
+                      r.i420.cols == r.frame.cols && r.frame.size() == m.video_size;
+  Clock::time_point t0 = Clock::now();
+  if (planes) {  // the decoder's own planes in, the encoder's planes out: no conversion at all
+    const cv::Mat blended =
+        detail::overlay_i420(r.i420, r.labels, m.segmenter.metadata().palette, m.options.alpha, m.colour);
+    m.overlay_ms.add(ms_since(t0));
+    t0 = Clock::now();
+    m.video->write_i420(blended);
+    m.encode_ms.add(ms_since(t0));
+  } else {
+    if (shown.empty() && needs_overlay()) {
+      shown = m.segmenter.overlay(r.frame, r.labels, m.options.alpha);
+      m.overlay_ms.add(ms_since(t0));
+    }
+    if (m.video) {
+      t0 = Clock::now();
+      m.video->write(shown);
+      m.encode_ms.add(ms_since(t0));
+    }
+  }
   const auto write_image = [&m](const std::string& path, const cv::Mat& image) {
     m.guard(path);
     detail::write_image_atomic(path, image);
@@ -190,6 +236,9 @@ void RunOutputs::write(const FrameResult& r, const cv::Mat& overlay) {
 void RunOutputs::finish() {
   if (impl_->video) impl_->video->close();
 }
+
+LatencySummary RunOutputs::overlay_ms() const { return impl_->overlay_ms.summary(); }
+LatencySummary RunOutputs::encode_ms() const { return impl_->encode_ms.summary(); }
 
 std::string RunOutputs::finish_partial() {
   return impl_->video ? impl_->video->close_partial() : std::string();

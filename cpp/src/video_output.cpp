@@ -1,7 +1,9 @@
-// VideoOutput: frames go to a hidden temporary file beside the destination; close() checks that
-// the finished file plays back with every frame and only then renames it into place.
+// VideoOutput: frames go to a hidden temporary file beside the destination (av/av_encoder.cpp
+// encodes them); close() checks that the finished file plays back with every frame and only then
+// renames it into place.
 #include "emaseg/pipeline.h"
 
+#include "av/av_encoder.h"
 #include "output_files.h"
 
 #include <opencv2/imgproc.hpp>
@@ -25,7 +27,7 @@ Error video_error(const std::string& path, const std::string& why) {
 }
 
 // Frames the file really holds: a video that does not open (an mp4 without its index, as a
-// full disk leaves it) holds none.
+// full disk leaves it) holds none. Read by OpenCV's own FFmpeg backend: a second opinion.
 bool plays_back(const std::string& file, long long frames) {
   cv::VideoCapture capture;
   try {
@@ -40,28 +42,56 @@ bool plays_back(const std::string& file, long long frames) {
   return !(count > 0) || std::abs(count - double(frames)) <= 1.0;
 }
 
+VideoOutputOptions from_fourcc(const std::string& path, const std::string& fourcc) {
+  if (fourcc.size() != 4)
+    throw Error(Error::Kind::kArgument, "fourcc must be 4 characters, got '" + fourcc + "'");
+  VideoOutputOptions options;
+  if (fourcc == "avc1" || fourcc == "h264" || fourcc == "H264" || fourcc == "X264") options.codec = "h264";
+  else if (fourcc == "mp4v" || fourcc == "FMP4" || fourcc == "XVID" || fourcc == "DIVX") options.codec = "mp4v";
+  else throw video_error(path, "no encoder for fourcc '" + fourcc + "' (avc1: H.264, mp4v: MPEG-4 Part 2)");
+  return options;
+}
+
+// The reason in an encoder's error ("cannot write video 'TEMP': REASON"): the user's message names
+// the destination, not the temporary file.
+std::string reason_of(const Error& e) {
+  const std::string message = e.what();
+  const std::size_t at = message.find("': ");
+  return at == std::string::npos ? message : message.substr(at + 3);
+}
+
 }  // namespace
 
 struct VideoOutput::Impl {
   std::string path;
   std::string temp;
-  cv::Size size;
-  cv::VideoWriter writer;
+  cv::Size size;     // the frames'
+  cv::Rect stored;   // what the file stores of them: even sizes only
+  std::unique_ptr<av::Encoder> encoder;
   long long frames = 0;
-  bool open = false;
 
   void discard() {
-    if (writer.isOpened()) writer.release();
+    encoder.reset();
     if (!temp.empty()) std::remove(temp.c_str());
     temp.clear();
-    open = false;
   }
 
-  // Closes the writer and moves the checked file to `destination`; "" without frames.
+  // A write error: the temporary file goes, and the error names the destination.
+  [[noreturn]] void fail(const Error& e) {
+    const bool full = detail::disk_full(temp);
+    discard();
+    throw video_error(path, full ? std::string(std::strerror(ENOSPC)) : reason_of(e));
+  }
+
+  // Closes the encoder and moves the checked file to `destination`; "" without frames.
   std::string finish(const std::string& destination) {
-    if (!open) return {};
-    writer.release();
-    open = false;
+    if (!encoder) return {};
+    try {
+      if (frames > 0) encoder->finish();
+    } catch (const Error& e) {
+      fail(e);
+    }
+    encoder.reset();
     const std::string file = std::exchange(temp, std::string());
     if (frames == 0) {  // an mp4 without frames does not play: leave nothing
       std::remove(file.c_str());
@@ -77,55 +107,67 @@ struct VideoOutput::Impl {
     detail::publish(file, destination);
     return destination;
   }
+
+  void check_open() const {
+    if (!encoder) throw Error(Error::Kind::kArgument, "write() after close()");
+  }
 };
 
-VideoOutput::VideoOutput(const std::string& path, double fps, cv::Size size,
-                         const std::string& fourcc)
+VideoOutput::VideoOutput(const std::string& path, double fps, cv::Size size, const std::string& fourcc)
+    : VideoOutput(path, fps, size, from_fourcc(path, fourcc)) {}
+
+VideoOutput::VideoOutput(const std::string& path, double fps, cv::Size size, const VideoOutputOptions& options)
     : impl_(std::make_unique<Impl>()) {
-  if (fourcc.size() != 4)
-    throw Error(Error::Kind::kArgument, "fourcc must be 4 characters, got '" + fourcc + "'");
   std::error_code ec;
   const fs::path folder = fs::path(path).parent_path();
   if (!folder.empty() && !fs::is_directory(folder, ec))
     throw video_error(path, "folder '" + folder.string() + "' does not exist");
   if (fs::is_directory(path, ec)) throw video_error(path, "it is a folder");
+  if (size.width < 2 || size.height < 2) throw video_error(path, "frames must be at least 2x2");
   impl_->path = path;
   impl_->size = size;
+  impl_->stored = cv::Rect(0, 0, size.width / 2 * 2, size.height / 2 * 2);
   impl_->temp = detail::make_temp_beside(path);
-  try {  // some backends throw instead of failing to open; both mean the same here
-    impl_->writer.open(impl_->temp, cv::CAP_FFMPEG,
-                       cv::VideoWriter::fourcc(fourcc[0], fourcc[1], fourcc[2], fourcc[3]), fps,
-                       size);
-  } catch (const cv::Exception&) {
-  }
-  if (!impl_->writer.isOpened()) {
+  try {
+    impl_->encoder = std::make_unique<av::Encoder>(impl_->temp, fps, impl_->stored.size(), options);
+  } catch (const Error& e) {
     impl_->discard();
-    throw video_error(path, "FFmpeg cannot write fourcc '" + fourcc + "' into a " +
-                                (fs::path(path).extension().empty()
-                                     ? std::string("file without extension")
-                                     : fs::path(path).extension().string() + " file") +
-                                " (use .mp4, .avi, .mov or .mkv)");
+    if (e.kind() != Error::Kind::kOutput) throw;
+    throw video_error(path, reason_of(e) + (fs::path(path).extension().empty() ? " (use .mp4, .mov or .mkv)" : ""));
   }
-  impl_->open = true;
 }
 
 VideoOutput::~VideoOutput() { impl_->discard(); }
 
 void VideoOutput::write(const cv::Mat& frame) {
-  if (!impl_->open) throw Error(Error::Kind::kArgument, "write() after close()");
-  if (frame.size() == impl_->size) {
-    impl_->writer.write(frame);
-  } else {  // the input changed resolution mid-stream; the container cannot
-    cv::Mat resized;
-    cv::resize(frame, resized, impl_->size);
-    impl_->writer.write(resized);
+  impl_->check_open();
+  if (frame.type() != CV_8UC3) throw Error(Error::Kind::kArgument, "VideoOutput::write needs a CV_8UC3 frame");
+  cv::Mat fitted = frame;
+  if (frame.size() != impl_->size) {  // the input changed resolution mid-stream; the container cannot
+    cv::resize(frame, fitted, impl_->size);
+  }
+  if (impl_->stored.size() != impl_->size) fitted = fitted(impl_->stored).clone();
+  else if (!fitted.isContinuous()) fitted = fitted.clone();
+  try {
+    impl_->encoder->write_bgr(fitted);
+  } catch (const Error& e) {
+    impl_->fail(e);
   }
   ++impl_->frames;
-  // OpenCV's writer drops write errors; a full disk is the one worth catching early.
-  if (detail::disk_full(impl_->temp)) {
-    impl_->discard();
-    throw video_error(impl_->path, std::strerror(ENOSPC));
+}
+
+void VideoOutput::write_i420(const cv::Mat& i420) {
+  impl_->check_open();
+  const cv::Size stored = impl_->stored.size();
+  if (i420.type() != CV_8UC1 || !i420.isContinuous() || i420.cols != stored.width ||
+      i420.rows != stored.height * 3 / 2)
+    throw Error(Error::Kind::kArgument, "write_i420 needs continuous I420 planes of the video's size");
+  try {
+    impl_->encoder->write_i420(i420);
+  } catch (const Error& e) {
+    impl_->fail(e);
   }
+  ++impl_->frames;
 }
 
 void VideoOutput::close() { impl_->finish(impl_->path); }

@@ -2,6 +2,7 @@
 #include "emaseg/pipeline.h"
 
 #include "bounded_queue.h"
+#include "latency.h"
 
 #include <opencv2/imgproc.hpp>
 
@@ -24,6 +25,7 @@ struct Decoded {
   long long index = 0;
   std::string name;
   cv::Mat frame;
+  cv::Mat i420;
   Clock::time_point start;
 };
 
@@ -32,42 +34,6 @@ struct Segmented {
   cv::Mat labels;
   bool inferred = false;
   double model_ms = 0;
-};
-
-// Percentiles over a ring of the latest samples: bounded memory for endless camera runs.
-class LatencyRecorder {
- public:
-  void add(double ms) {
-    if (samples_.size() < kCapacity) {
-      samples_.push_back(ms);
-    } else {
-      samples_[next_] = ms;
-      next_ = (next_ + 1) % kCapacity;
-    }
-  }
-
-  LatencySummary summary() const {
-    LatencySummary out;
-    if (samples_.empty()) return out;
-    std::vector<double> sorted(samples_);
-    std::sort(sorted.begin(), sorted.end());
-    const auto at = [&sorted](double q) {  // nearest rank
-      const auto rank = static_cast<std::size_t>(q * double(sorted.size() - 1) + 0.5);
-      return sorted[std::min(rank, sorted.size() - 1)];
-    };
-    out.count = sorted.size();
-    for (double v : sorted) out.mean += v;
-    out.mean /= double(sorted.size());
-    out.p50 = at(0.50);
-    out.p95 = at(0.95);
-    out.max = sorted.back();
-    return out;
-  }
-
- private:
-  static constexpr std::size_t kCapacity = 4096;
-  std::vector<double> samples_;
-  std::size_t next_ = 0;
 };
 
 template <typename Label>
@@ -120,7 +86,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
 
   PipelineStats stats;
   stats.class_pixels.assign(std::size_t(segmenter.metadata().num_classes), 0);
-  LatencyRecorder model_ms, latency_ms;
+  detail::LatencyRecorder decode_ms, model_ms, latency_ms;
   // Held by the model while it runs and by the reader while it decodes, when they take turns.
   std::mutex cores;
   const bool take_turns = options.decode_between_frames && !live;
@@ -138,7 +104,10 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
         item.start = Clock::now();
         std::unique_lock<std::mutex> turn(cores, std::defer_lock);
         if (take_turns) turn.lock();
-        const FrameSource::Status status = source.read(item.frame, item.name);
+        const auto t0 = Clock::now();
+        const FrameSource::Status status = options.i420_planes ? source.read(item.frame, item.i420, item.name)
+                                                               : source.read(item.frame, item.name);
+        const double read_ms = ms_since(t0);
         if (turn.owns_lock()) turn.unlock();
         if (status == FrameSource::Status::kEnd) break;
         if (status == FrameSource::Status::kUnreadable) {
@@ -147,6 +116,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
           continue;
         }
         ++read;
+        decode_ms.add(read_ms);  // the reader's alone until it is joined
         if (live) {
           item.start = Clock::now();  // waiting for a camera is not processing time
           dropped += static_cast<long long>(decoded.push_drop_oldest(std::move(item)));
@@ -210,6 +180,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
       result.index = item->input.index;
       result.name = std::move(item->input.name);
       result.frame = std::move(item->input.frame);
+      result.i420 = std::move(item->input.i420);
       result.labels = std::move(item->labels);
       result.inferred = item->inferred;
       result.model_ms = item->model_ms;
@@ -246,6 +217,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
   stats.unreadable = unreadable;
   stats.failed = failed;
   stats.stopped = stopped;
+  stats.decode_ms = decode_ms.summary();
   stats.model_ms = model_ms.summary();
   stats.latency_ms = latency_ms.summary();
   stats.seconds = std::chrono::duration<double>(Clock::now() - started).count();
