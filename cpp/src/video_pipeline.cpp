@@ -125,8 +125,8 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
         }
       }
     } catch (...) {
+      // The frames read before (a stream that broke off) still go through: the sink keeps them.
       reader_error = std::current_exception();
-      abort = true;
     }
     decoded.close();
   });

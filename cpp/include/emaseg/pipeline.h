@@ -216,7 +216,8 @@ class VideoOutput {
 using FrameSink = std::function<bool(const FrameResult&)>;
 
 // Decodes on one thread, runs the model on a second, and calls `sink` on the calling thread.
-// The first exception of any stage (model, input, sink) stops all three and is rethrown here.
+// The first exception of any stage (model, input, sink) stops all three and is rethrown here;
+// after an input error the frames already read are delivered first.
 PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, const FrameSink& sink,
                            const PipelineOptions& options = {});
 

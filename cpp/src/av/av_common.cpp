@@ -30,6 +30,7 @@ void quiet_logs() {
 
 int Watchdog::poll(void* self) {
   auto& dog = *static_cast<Watchdog*>(self);
+  if (dog.reason_ != Reason::kNone) return 1;
   if (dog.stop_ != nullptr && dog.stop_->load()) {
     dog.reason_ = Reason::kStopped;
     return 1;

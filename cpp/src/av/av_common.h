@@ -54,7 +54,8 @@ void quiet_logs();
 
 // Bounds a blocking FFmpeg call: libavformat polls it while it waits for the network or the
 // disk. The call is abandoned when `stop` is set (Ctrl-C) or the deadline passes (a stalled
-// stream), whichever first; `reason()` says which.
+// stream), whichever first; `reason()` says which. A fired watchdog stays fired: FFmpeg's I/O
+// keeps failing with AVERROR_EXIT after it, and later calls must still say why.
 class Watchdog {
  public:
   enum class Reason { kNone, kStopped, kStalled };
@@ -65,7 +66,6 @@ class Watchdog {
     deadline_ = timeout_ > 0 ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                                   std::chrono::duration<double>(timeout_))
                              : Clock::time_point::max();
-    reason_ = Reason::kNone;
   }
   Reason reason() const { return reason_; }
   double timeout() const { return timeout_; }
@@ -73,7 +73,7 @@ class Watchdog {
 
  private:
   using Clock = std::chrono::steady_clock;
-  static int poll(void* self);
+  static int poll(void* self);  // non-zero: give up
 
   double timeout_;
   const std::atomic<bool>* stop_;

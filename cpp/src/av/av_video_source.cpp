@@ -241,12 +241,12 @@ class AvVideoSource final : public FrameSource {
         av_frame_unref(decoded_.get());
         return true;
       }
-      if (ret == AVERROR_EOF) return false;
+      if (ret == AVERROR_EOF) return end_of_input();
       if (ret != AVERROR(EAGAIN)) {  // a damaged frame; the decoder resynchronises
         if (++failures >= kMaxConsecutiveFailures) return false;
         continue;
       }
-      if (draining_) return false;
+      if (draining_) return end_of_input();
       watchdog_.arm();
       ret = av_read_frame(input_.get(), packet_.get());
       if (ret == AVERROR(EAGAIN)) continue;
@@ -255,9 +255,10 @@ class AvVideoSource final : public FrameSource {
         if (watchdog_.reason() == av::Watchdog::Reason::kStalled)
           throw Error(Error::Kind::kInput, description_ + " stalled: no data for " +
                                                format_seconds(watchdog_.timeout()) + " s (--stall-timeout)");
-        if (ret != AVERROR_EOF && live_)
-          throw Error(Error::Kind::kInput, description_ + " failed: " + av::error_text(ret));
-        if (ret != AVERROR_EOF && ++failures < kMaxConsecutiveFailures) continue;  // a damaged file
+        if (ret != AVERROR_EOF && live_)  // said once the frames the decoder holds are out
+          broke_off_ = description_ + " broke off: " + av::error_text(ret);
+        else if (ret != AVERROR_EOF && ++failures < kMaxConsecutiveFailures)
+          continue;  // a damaged file
         draining_ = true;  // the end: collect the frames the decoder still holds
         avcodec_send_packet(c, nullptr);
         continue;
@@ -271,6 +272,11 @@ class AvVideoSource final : public FrameSource {
       }
       av_packet_unref(packet_.get());
     }
+  }
+
+  bool end_of_input() const {
+    if (!broke_off_.empty()) throw Error(Error::Kind::kInput, broke_off_);
+    return false;
   }
 
   void convert(cv::Mat& frame, cv::Mat* i420) {
@@ -355,6 +361,7 @@ class AvVideoSource final : public FrameSource {
   av::SwsPtr sws_;
   int sws_format_ = -1;
   bool draining_ = false;
+  std::string broke_off_;  // a live stream's read error, thrown at the end of its frames
 
   double fps_ = 0;
   long long frame_count_ = -1;
