@@ -120,8 +120,8 @@ void define_options(CLI::App& app, CliOptions& o) {
           },
           ""));
   app.add_option("--preset", o.preset,
-                 "H.264 encoder speed against file size: ultrafast, superfast,\n"
-                 "veryfast (default), faster, fast, medium, slow, slower, veryslow")
+                 "H.264 encoder speed against file size: ultrafast (default), superfast,\n"
+                 "veryfast, faster, fast, medium, slow, slower, veryslow")
       ->type_name("P")->group("output")
       ->check(CLI::Validator(
           [](std::string& text) -> std::string {

@@ -17,7 +17,7 @@ struct CliOptions {
   std::string mask_dir;
   double alpha = 0.5;
   std::string codec;  // "h264" or "mp4v"; empty: H.264, else mp4v with a note
-  std::string preset = "veryfast";  // libx264's
+  std::string preset = "ultrafast";  // libx264's
   int crf = 23;
   double stall_timeout = 10.0;  // seconds; 0: wait forever
   std::string hwaccel = "none";

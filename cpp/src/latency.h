@@ -4,9 +4,18 @@
 #include "emaseg/pipeline.h"
 
 #include <algorithm>
+#include <ctime>
 #include <vector>
 
 namespace emaseg::detail {
+
+// CPU time of the calling thread in milliseconds: the work a stage did, whatever the scheduler
+// made it wait (the video stages run at a lower priority than the model's threads).
+inline double thread_cpu_ms() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return double(now.tv_sec) * 1e3 + double(now.tv_nsec) * 1e-6;
+}
 
 class LatencyRecorder {
  public:

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -30,12 +29,6 @@ std::optional<FileId> file_id(const std::string& path) {  // follows symlinks
   struct stat info {};
   if (::stat(path.c_str(), &info) != 0) return std::nullopt;
   return FileId{info.st_dev, info.st_ino};
-}
-
-using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
 Error output_error(const std::string& message) { return Error(Error::Kind::kOutput, message); }
@@ -205,23 +198,23 @@ void RunOutputs::write(const FrameResult& r, const cv::Mat& overlay) {
   const bool images = !m.options.overlay_file.empty() || !m.options.overlay_dir.empty();
   const bool planes = m.video && shown.empty() && !images && !r.i420.empty() && r.frame.size() == r.labels.size() &&
                       r.i420.cols == r.frame.cols && r.frame.size() == m.video_size;
-  Clock::time_point t0 = Clock::now();
+  double t0 = detail::thread_cpu_ms();
   if (planes) {  // the decoder's own planes in, the encoder's planes out: no conversion at all
     const cv::Mat blended =
         detail::overlay_i420(r.i420, r.labels, m.segmenter.metadata().palette, m.options.alpha, m.colour);
-    m.overlay_ms.add(ms_since(t0));
-    t0 = Clock::now();
+    m.overlay_ms.add(detail::thread_cpu_ms() - t0);
+    t0 = detail::thread_cpu_ms();
     m.video->write_i420(blended);
-    m.encode_ms.add(ms_since(t0));
+    m.encode_ms.add(detail::thread_cpu_ms() - t0);
   } else {
     if (shown.empty() && needs_overlay()) {
       shown = m.segmenter.overlay(r.frame, r.labels, m.options.alpha);
-      m.overlay_ms.add(ms_since(t0));
+      m.overlay_ms.add(detail::thread_cpu_ms() - t0);
     }
     if (m.video) {
-      t0 = Clock::now();
+      t0 = detail::thread_cpu_ms();
       m.video->write(shown);
-      m.encode_ms.add(ms_since(t0));
+      m.encode_ms.add(detail::thread_cpu_ms() - t0);
     }
   }
   const auto write_image = [&m](const std::string& path, const cv::Mat& image) {

@@ -12,6 +12,12 @@
 #include <mutex>
 #include <thread>
 
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace emaseg {
 namespace {
 
@@ -34,6 +40,39 @@ struct Segmented {
   cv::Mat labels;
   bool inferred = false;
   double model_ms = 0;
+};
+
+// Puts the calling thread in the background while it lives (Linux: SCHED_IDLE, per thread): it
+// runs only on cores the normal threads leave idle, so the model's threads never wait for it.
+// The thread's policy is restored at the end, where the OS allows it. Elsewhere, nothing.
+class Background {
+ public:
+  explicit Background(bool enabled) {
+#if defined(__linux__)
+    if (!enabled) return;
+    tid_ = static_cast<pid_t>(syscall(SYS_gettid));
+    policy_ = sched_getscheduler(tid_);
+    sched_getparam(tid_, &param_);
+    const sched_param idle{};
+    if (policy_ < 0 || sched_setscheduler(tid_, SCHED_IDLE, &idle) != 0) policy_ = -1;
+#else
+    (void)enabled;
+#endif
+  }
+  ~Background() {
+#if defined(__linux__)
+    if (policy_ >= 0) sched_setscheduler(tid_, policy_, &param_);
+#endif
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+
+ private:
+#if defined(__linux__)
+  pid_t tid_ = 0;
+  int policy_ = -1;
+  sched_param param_{};
+#endif
 };
 
 template <typename Label>
@@ -92,6 +131,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
   const bool take_turns = options.decode_between_frames && !live;
 
   std::thread reader([&] {
+    const Background background(options.background_decoding && !live);  // a file waits; a camera does not
     try {
       for (long long index = 0; !abort; ++index) {
         if (options.stop != nullptr && options.stop->load()) {
@@ -104,10 +144,10 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
         item.start = Clock::now();
         std::unique_lock<std::mutex> turn(cores, std::defer_lock);
         if (take_turns) turn.lock();
-        const auto t0 = Clock::now();
+        const double cpu0 = detail::thread_cpu_ms();
         const FrameSource::Status status = options.i420_planes ? source.read(item.frame, item.i420, item.name)
                                                                : source.read(item.frame, item.name);
-        const double read_ms = ms_since(t0);
+        const double read_cpu_ms = detail::thread_cpu_ms() - cpu0;
         if (turn.owns_lock()) turn.unlock();
         if (status == FrameSource::Status::kEnd) break;
         if (status == FrameSource::Status::kUnreadable) {
@@ -116,7 +156,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
           continue;
         }
         ++read;
-        decode_ms.add(read_ms);  // the reader's alone until it is joined
+        decode_ms.add(read_cpu_ms);  // the reader's alone until it is joined
         if (live) {
           item.start = Clock::now();  // waiting for a camera is not processing time
           dropped += static_cast<long long>(decoded.push_drop_oldest(std::move(item)));
@@ -173,6 +213,8 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
     segmented.close();
   });
   Joiner join_model(model);
+  // After the model's thread started: it keeps the caller's priority.
+  const Background background(options.background_sink);
 
   try {
     while (std::optional<Segmented> item = segmented.pop()) {

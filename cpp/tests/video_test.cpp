@@ -81,6 +81,11 @@ TEST(h264_frames_equal_opencv_at_a_padded_coded_size) {
   check_identical(make_video("h264.mp4", {322, 182}, "-c:v libx264 -pix_fmt yuv420p"), {322, 182});
 }
 
+TEST(h264_frames_equal_opencv_when_converted_in_place) {
+  // 640x360: rows of 32-byte multiples, converted straight into the frame; codes 640x368.
+  check_identical(make_video("h264_in_place.mp4", {640, 360}, "-c:v libx264 -pix_fmt yuv420p"), {640, 360});
+}
+
 TEST(h264_444_frames_equal_opencv_at_an_odd_size) {
   check_identical(make_video("h264_444.mkv", {321, 181}, "-c:v libx264 -pix_fmt yuv444p"), {321, 181});
 }

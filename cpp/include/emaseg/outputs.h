@@ -44,7 +44,7 @@ struct OutputOptions {
   double alpha = 0.5;        // overlay opacity
   std::string fourcc = "mp4v";     // "avc1": H.264
   std::string fallback_fourcc;     // written instead, with a note, when `fourcc` cannot be ("": fail)
-  std::string preset = "veryfast";  // H.264: libx264's preset and crf (VideoOutputOptions)
+  std::string preset = "ultrafast";  // H.264: libx264's preset and crf (VideoOutputOptions)
   int crf = 23;
   int encoder_threads = 1;
   double default_fps = 30.0;  // for sources that report no frame rate (cameras, streams)
@@ -64,7 +64,8 @@ class RunOutputs {
   // (to show it); computed here when empty and needed: on the frame's I420 planes when it has
   // them and only the video needs it. Throws Error(kOutput).
   void write(const FrameResult& result, const cv::Mat& overlay = cv::Mat());
-  // Milliseconds per written frame spent making the overlay and encoding the video.
+  // CPU milliseconds of the calling thread per written frame, making the overlay and encoding
+  // the video (libx264 encodes on the calling thread: VideoOutputOptions::threads 1).
   LatencySummary overlay_ms() const;
   LatencySummary encode_ms() const;
   // Completes the video (checked, renamed to OutputOptions::video). Throws Error(kOutput).

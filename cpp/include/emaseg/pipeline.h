@@ -119,12 +119,17 @@ struct PipelineOptions {
   int every = 1;              // run the model on every Nth delivered frame; others reuse labels
   long long max_frames = -1;  // read at most this many input frames (-1: all)
   int queue_size = 4;         // frames buffered between stages for non-live sources
-  // Files and image folders: decode only while the model is not running. The model's LibTorch
-  // threads fill the cores (Options::threads = the core count), and a decoding thread beside
-  // them stalls their barriers: demo at 1080p on 2 cores, model 37 ms with decoding beside it
-  // against 24 ms alone. False overlaps them (worth it when the model leaves a core free).
-  // Live sources always decode beside the model: a camera does not wait.
-  bool decode_between_frames = true;
+  // Files and image folders: decode only while the model is not running (the model-only
+  // figure of a benchmark). Default false: decoding runs beside the model, in the background.
+  bool decode_between_frames = false;
+  // Linux: files and images are decoded by a background thread (SCHED_IDLE), which runs only on
+  // cores the model's threads leave idle, so it never slows them (1080p H.264 on 2 cores: the
+  // model at its own speed, end to end about 0.95 of model-only, against 0.65 taking turns and
+  // 0.8 at nice 19). Live sources decode at the caller's priority: a camera does not wait.
+  bool background_decoding = true;
+  // The same for the caller's thread, where the sink runs, during run_pipeline (ema_seg: its
+  // overlay encoding); its policy is restored on return.
+  bool background_sink = false;
   // Set it (e.g. from a signal handler) to stop reading; frames already read still go
   // through the model and the sink, so outputs end cleanly.
   const std::atomic<bool>* stop = nullptr;
@@ -155,7 +160,9 @@ struct PipelineStats {
   double seconds = 0;        // wall time of run_pipeline
   bool stopped = false;      // ended by PipelineOptions::stop or the sink, not by the input
   std::vector<std::uint64_t> class_pixels;  // pixels per class over inferred frames
-  LatencySummary decode_ms;   // FrameSource::read (decoding and conversion to BGR), per frame
+  // FrameSource::read per frame (decoding and the conversion to BGR): CPU time of the decoding
+  // thread, its work whatever the model's threads made it wait.
+  LatencySummary decode_ms;
   LatencySummary model_ms;    // Segmenter::segment, per inferred frame
   LatencySummary latency_ms;  // decode start (live: frame arrival) to sink return, per frame
 };
@@ -164,7 +171,7 @@ struct VideoOutputOptions {
   std::string codec = "h264";  // "h264" (libx264, yuv420p: browsers play it) or "mp4v" (MPEG-4 Part 2)
   // libx264's speed against file size: ultrafast ... veryslow, and its constant rate factor
   // (0-51, lower is better and bigger). The defaults were measured (README, "Video path").
-  std::string preset = "veryfast";
+  std::string preset = "ultrafast";
   int crf = 23;
   int threads = 1;      // encoder threads, explicit like the decoder's
   VideoColour colour;   // tags of the planes given to write_i420 (and the matrix BGR frames are

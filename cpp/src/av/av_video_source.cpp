@@ -293,9 +293,9 @@ class AvVideoSource final : public FrameSource {
       buffer_height = picture->height;
     }
     const int width = picture->width, height = picture->height;
-    // As cv::VideoCapture does: swscale at the coded size, SWS_BICUBIC, a 32-aligned buffer;
-    // the same conversion path gives the same bytes.
-    if (!sws_ || bgr_->width != buffer_width || bgr_->height != buffer_height || sws_format_ != picture->format) {
+    // As cv::VideoCapture does: swscale at the coded size, SWS_BICUBIC, into a buffer laid out as
+    // av_frame_get_buffer(32) lays it out; the same conversion path gives the same bytes.
+    if (!sws_ || sws_size_ != cv::Size(buffer_width, buffer_height) || sws_format_ != picture->format) {
       sws_.reset(sws_getContext(buffer_width, buffer_height, static_cast<AVPixelFormat>(picture->format),
                                 buffer_width, buffer_height, AV_PIX_FMT_BGR24, SWS_BICUBIC, nullptr, nullptr,
                                 nullptr));
@@ -303,16 +303,28 @@ class AvVideoSource final : public FrameSource {
         throw Error(Error::Kind::kInput, description_ + ": cannot convert its " +
                                              av_get_pix_fmt_name(static_cast<AVPixelFormat>(picture->format)) +
                                              " frames to BGR");
+      sws_size_ = cv::Size(buffer_width, buffer_height);
       sws_format_ = picture->format;
       av_frame_unref(bgr_.get());
-      bgr_->format = AV_PIX_FMT_BGR24;
-      bgr_->width = buffer_width;
-      bgr_->height = buffer_height;
-      if (av_frame_get_buffer(bgr_.get(), 32) < 0) throw std::bad_alloc();
     }
-    sws_scale(sws_.get(), picture->data, picture->linesize, 0, buffer_height, bgr_->data, bgr_->linesize);
-    frame.create(height, width, CV_8UC3);
-    cv::Mat(height, width, CV_8UC3, bgr_->data[0], static_cast<std::size_t>(bgr_->linesize[0])).copyTo(frame);
+    if (buffer_width == width && (buffer_width * 3) % 32 == 0) {
+      // Rows of 32-byte multiples (1280, 1920, 3840 wide): that layout is a plain cv::Mat's, so
+      // swscale writes the frame in place and no copy follows.
+      cv::Mat buffer(buffer_height, buffer_width, CV_8UC3);
+      std::uint8_t* planes[4] = {buffer.data, nullptr, nullptr, nullptr};
+      const int strides[4] = {buffer_width * 3, 0, 0, 0};
+      sws_scale(sws_.get(), picture->data, picture->linesize, 0, buffer_height, planes, strides);
+      frame = buffer.rowRange(0, height);
+    } else {
+      if (bgr_->data[0] == nullptr) {
+        bgr_->format = AV_PIX_FMT_BGR24;
+        bgr_->width = buffer_width;
+        bgr_->height = buffer_height;
+        if (av_frame_get_buffer(bgr_.get(), 32) < 0) throw std::bad_alloc();
+      }
+      sws_scale(sws_.get(), picture->data, picture->linesize, 0, buffer_height, bgr_->data, bgr_->linesize);
+      cv::Mat(height, width, CV_8UC3, bgr_->data[0], static_cast<std::size_t>(bgr_->linesize[0])).copyTo(frame);
+    }
     if (i420 != nullptr) copy_planes(*picture, *i420);
   }
 
@@ -359,6 +371,7 @@ class AvVideoSource final : public FrameSource {
   av::FramePtr transferred_ = av::make_frame();
   av::FramePtr bgr_ = av::make_frame();
   av::SwsPtr sws_;
+  cv::Size sws_size_;
   int sws_format_ = -1;
   bool draining_ = false;
   std::string broke_off_;  // a live stream's read error, thrown at the end of its frames
