@@ -2,7 +2,8 @@
 """The video path end to end (decode + model + overlay + encode) against the model alone, by frame size.
 
     python scripts/benchmark_video.py [--sizes 1280x720,1920x1080,3840x2160] [--frames 60] [--repeat 3]
-        [--threads 2] [--model models/emanet_demo.pt2] [--extra-args "--preset veryfast"]
+        [--threads 2] [--model models/emanet_demo.pt2] [--extra-args=--optimize]
+        [--presets ultrafast,superfast,veryfast] [--preset-size 1920x1080] [--crf 23]
         [--binary build/ema_seg] [--out-dir docs/benchmarks/video]
 
 Reproduce the published run (docs/benchmarks/video/) with the defaults:
@@ -16,16 +17,28 @@ apt's ffmpeg (`apt-get install ffmpeg`) and cached in build/benchmark-video/. Th
 alternating:
 
   model only:  ema_seg --video V --benchmark --json --threads T --quiet --model M
-               fps = 1000 / model_ms.p50
+               fps = 1000 / model_ms.p50 (--benchmark decodes in turns with the model: the model alone)
   end to end:  ema_seg --video V --output TMP/out.mp4 --json --threads T --quiet --model M [EXTRA]
-               fps = frames / wall seconds, and the per-stage p50s stages_ms.{decode,model,overlay,encode}
+               fps = frames / wall seconds, and the per-frame p50s stages_ms.{decode,model,overlay,encode}
 
-with OMP_NUM_THREADS=T and OMP_WAIT_POLICY=PASSIVE. Per size: both fps (median of the runs), their
-ratio end to end / model only (median of the per-repeat ratios, and each one), the CPU ms per frame
-outside the model (decode + overlay + encode p50s) and each stage's share of the four; "n/a" where
-the CLI reports no stages_ms. All in one run on one machine: compare these numbers with each other
-only. Writes results.json (every raw report, the command lines, the CPU, the date), video.md (the
-tables) and video.png (per size the stage p50s stacked, and the end-to-end and model-only frame
+with OMP_NUM_THREADS=T and OMP_WAIT_POLICY=PASSIVE. Stage times: decode, overlay and encode are the
+CPU ms of the thread doing that stage (they run in the background beside the model, so their wall
+time would include waiting); model is wall ms (model_ms). Per size: both fps (median of the runs),
+their ratio end to end / model only (median of the per-repeat ratios, and each one), the "CPU ms
+outside the model" = decode + overlay + encode CPU ms (p50s), and each stage's share of the sum of
+the four; "n/a" where the CLI reports no stages_ms.
+
+Then the preset table, at --preset-size (default 1920x1080): for each of --presets (libx264; default
+ultrafast,superfast,veryfast; "" skips it), --repeat end-to-end runs as above with
+--preset P --crf C (--crf, default 23; any --preset/--crf in EXTRA is dropped there), the presets
+alternating. Per preset: the encode CPU ms p50 (median of the runs), the overlay file's size in MB
+(10^6 bytes) and Mbit/s (size * 8 / (frames / 30 fps)), the end-to-end fps (median) and its ratio to
+the model-only fps of that size (from the main runs; measured alongside, --repeat times, when the
+size is not in --sizes).
+
+All in one run on one machine: compare these numbers with each other only. Writes results.json
+(every raw report, the command lines, the CPU, the date; the preset runs under "presets"), video.md
+(the tables) and video.png (per size the stage p50s stacked, and the end-to-end and model-only frame
 times) to --out-dir and prints the tables. A failing ema_seg run stops the benchmark with its
 stderr and exit status 1.
 """
@@ -56,6 +69,9 @@ FPS = 30
 STAGES = ("decode", "model", "overlay", "encode")
 OUTSIDE = ("decode", "overlay", "encode")
 STAGE_COLORS = {"decode": "#59a", "model": "#2a7", "overlay": "#e93", "encode": "#c55"}
+STAGE_UNIT = {"decode": "CPU ms", "model": "ms (wall)", "overlay": "CPU ms", "encode": "CPU ms"}
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_PRESETS = "ultrafast,superfast,veryfast"
 # Targets for reference (the video-path issue), by WxH: end to end / model only at least
 # min_ratio; CPU ms per frame outside the model at most max_outside_ms.
 TARGETS: dict[str, dict[str, float]] = {
@@ -88,6 +104,32 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def parse_presets(text: str) -> list[str]:
+    """"ultrafast,veryfast" -> the libx264 presets, in order, each once; "" -> [] (no preset table)."""
+    presets: list[str] = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        if part not in PRESETS:
+            raise argparse.ArgumentTypeError(f"unknown preset {part!r}: one of {', '.join(PRESETS)}")
+        if part not in presets:
+            presets.append(part)
+    return presets
+
+
+def without_encoder_args(args: list[str]) -> list[str]:
+    """`args` less --preset/--crf and their values (ema_seg refuses an option given twice)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--preset", "--crf"):
+            skip = True
+        elif not arg.startswith(("--preset=", "--crf=")):
+            out.append(arg)
+    return out
+
+
 def int_at_least(minimum: int):
     def parse(text: str) -> int:
         try:
@@ -98,6 +140,13 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
     return parse
+
+
+def crf_value(text: str) -> int:
+    value = int_at_least(0)(text)
+    if value > 51:
+        raise argparse.ArgumentTypeError(f"must be at most 51, got {value}")
+    return value
 
 
 def ffmpeg_binary() -> str:
@@ -221,6 +270,7 @@ def summarize(size: str, model_runs: list[dict], e2e_runs: list[dict]) -> dict[s
         "runs_outside_model_ms": outside_runs,
         "stage_share": {s: v / total for s, v in stages.items()} if total else None,
         "codec": e2e_runs[0].get("codec"),
+        "decoder": e2e_runs[0].get("decoder"),
     }
     row["end_to_end_frame_ms"] = 1000.0 / row["end_to_end_fps"] if row["end_to_end_fps"] > 0 else None
     target = TARGETS.get(size)
@@ -231,6 +281,27 @@ def summarize(size: str, model_runs: list[dict], e2e_runs: list[dict]) -> dict[s
             row["outside_met"] = (None if row["outside_model_ms"] is None
                                   else row["outside_model_ms"] <= target["max_outside_ms"])
     return row
+
+
+def summarize_preset(preset: str, runs: list[dict], sizes_bytes: list[int], frames: int,
+                     model_only_fps: float) -> dict[str, Any]:
+    """The preset table's row of one preset: medians over its runs, and each run's numbers."""
+    seconds = frames / FPS
+    e2e_fps = [float(r["fps"]) for r in runs]
+    encode = [stage_p50(r, "encode") for r in runs]
+    size_mb = statistics.median(sizes_bytes) / 1e6
+    fps = statistics.median(e2e_fps)
+    return {
+        "preset": preset,
+        "encode_cpu_p50_ms": median_or_none(encode),
+        "size_mb": size_mb,
+        "mbit_per_s": size_mb * 8 / seconds,
+        "end_to_end_fps": fps,
+        "ratio": fps / model_only_fps if model_only_fps > 0 else 0.0,
+        "runs_encode_cpu_p50_ms": encode,
+        "runs_bytes": sizes_bytes,
+        "runs_end_to_end_fps": e2e_fps,
+    }
 
 
 # ------------------------------------------------------------------------------------ report
@@ -300,7 +371,7 @@ def tables(rows: list[dict]) -> str:
                            f"{'n/a' if met is None else 'met' if met else 'missed'}")
         lines.append(f"| {r['size']} | {r['model_only_fps']:.1f} | {r['end_to_end_fps']:.1f} | "
                      f"{r['ratio']:.2f} ({runs}) | {fmt(r['outside_model_ms'])} | {target} |")
-    lines += ["", "| frame (WxH) | " + " | ".join(f"{s} p50 ms (share)" for s in STAGES) + " | "
+    lines += ["", "| frame (WxH) | " + " | ".join(f"{s} p50 {STAGE_UNIT[s]} (share)" for s in STAGES) + " | "
               "end-to-end frame ms | model-only p50 ms |",
               "|---|" + "---:|" * (len(STAGES) + 2)]
     for r in rows:
@@ -311,6 +382,16 @@ def tables(rows: list[dict]) -> str:
             cells.append("n/a" if ms is None else f"{ms:.1f} ({fmt(share and 100 * share, '.0f', '%')})")
         lines.append(f"| {r['size']} | " + " | ".join(cells) + f" | {fmt(r['end_to_end_frame_ms'])} | "
                      f"{r['model_only_p50_ms']:.1f} |")
+    return "\n".join(lines)
+
+
+def preset_table(presets: dict[str, Any]) -> str:
+    lines = [f"| preset ({presets['size']}, CRF {presets['crf']}) | encode p50 CPU ms | overlay MB | Mbit/s | "
+             "end-to-end fps | end to end / model only |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in presets["rows"]:
+        lines.append(f"| {r['preset']} | {fmt(r['encode_cpu_p50_ms'])} | {r['size_mb']:.2f} | "
+                     f"{r['mbit_per_s']:.2f} | {r['end_to_end_fps']:.1f} | {r['ratio']:.2f} |")
     return "\n".join(lines)
 
 
@@ -328,17 +409,18 @@ def plot(rows: list[dict], cpu: str, threads: int, path: Path) -> None:
         if all(v is None for v in values):
             continue
         heights = [v or 0.0 for v in values]
-        ax.bar(x, heights, 0.55, bottom=bottom, label=f"{s} p50 (end-to-end run)", color=STAGE_COLORS[s])
+        ax.bar(x, heights, 0.55, bottom=bottom, label=f"{s} p50, {STAGE_UNIT[s]} (end-to-end run)",
+               color=STAGE_COLORS[s])
         bottom = [b + v for b, v in zip(bottom, heights)]
     if not any(bottom):
         ax.text(0.5, 0.95, "stage times n/a (the CLI reports no stages_ms)", transform=ax.transAxes,
                 ha="center", va="top", color="#777")
     ax.plot(x, [r["end_to_end_frame_ms"] or float("nan") for r in rows], "D-", color="black",
-            label="end to end: 1000 / fps")
-    ax.plot(x, [r["model_only_p50_ms"] for r in rows], "o--", color="#a2a", label="model only: p50")
+            label="end to end: 1000 / fps, ms (wall)")
+    ax.plot(x, [r["model_only_p50_ms"] for r in rows], "o--", color="#a2a", label="model only: p50, ms (wall)")
     ax.set_xticks(x, [r["size"] for r in rows])
     ax.set_xlabel("frame size (WxH), H.264 input")
-    ax.set_ylabel("ms per frame")
+    ax.set_ylabel("ms per frame (decode, overlay, encode: CPU ms)")
     ax.set_ylim(bottom=0)
     ax.set_title(f"ema_seg video path, {threads} threads, {cpu}", fontsize=10)
     ax.legend(fontsize=8)
@@ -369,7 +451,13 @@ def main() -> int:
     p.add_argument("--model", default=str(ROOT / "models" / "emanet_demo.pt2"))
     p.add_argument("--extra-args", default="", metavar="ARGS",
                    help='more ema_seg arguments for the end-to-end runs, one shell-quoted string, e.g. '
-                        '--extra-args "--preset veryfast" (a single option: --extra-args=--optimize)')
+                        '--extra-args "--preset veryfast" (a single option: --extra-args=--optimize); '
+                        'the preset runs drop its --preset and --crf')
+    p.add_argument("--presets", type=parse_presets, default=parse_presets(DEFAULT_PRESETS), metavar="LIST",
+                   help=f"libx264 presets for the preset table (default {DEFAULT_PRESETS}; \"\" skips it)")
+    p.add_argument("--preset-size", type=parse_wxh, default=parse_wxh("1920x1080"), metavar="WxH",
+                   help="frame size of the preset runs (default 1920x1080)")
+    p.add_argument("--crf", type=crf_value, default=23, help="ema_seg --crf of the preset runs, 0..51 (default 23)")
     p.add_argument("--binary", default=str(ROOT / "build" / "ema_seg"))
     p.add_argument("--out-dir", default=str(ROOT / "docs" / "benchmarks" / "video"))
     args = p.parse_args()
@@ -394,13 +482,26 @@ def run(args: argparse.Namespace) -> int:
     cpu = cpu_info()
     print(cpu_line(cpu))
     print(targets_line())
+    preset_extra = without_encoder_args(extra)
+    preset_size = "{}x{}".format(*args.preset_size)
     print(f"{args.threads} threads, {args.frames} frames per size, {args.repeat} runs of each kind, "
-          f"model {model}, end-to-end extra args: {shlex.join(extra) or '(none)'}\n", flush=True)
+          f"model {model}, end-to-end extra args: {shlex.join(extra) or '(none)'}", flush=True)
+    if args.presets:
+        print(f"presets at {preset_size}, CRF {args.crf}: {', '.join(args.presets)}; "
+              f"extra args: {shlex.join(preset_extra) or '(none)'}", flush=True)
+    print(flush=True)
 
     videos = {f"{w}x{h}": h264_video((w, h), args.frames, CACHE) for w, h in args.sizes}
+    if args.presets and preset_size not in videos:
+        preset_video = h264_video(args.preset_size, args.frames, CACHE)
+    else:
+        preset_video = videos.get(preset_size)
+    measure_model = bool(args.presets) and preset_size not in videos
+    total_runs = 2 * args.repeat * len(videos) + args.repeat * (len(args.presets) + measure_model)
     rows, commands = [], {}
+    presets: Optional[dict[str, Any]] = None
     with tempfile.TemporaryDirectory(prefix="benchmark-video-") as tmp, \
-            tqdm(total=2 * args.repeat * len(videos), desc="ema_seg runs", unit="run") as bar:
+            tqdm(total=total_runs, desc="ema_seg runs", unit="run") as bar:
         for size, video in videos.items():
             common = ["--video", str(video), "--json", "--threads", str(args.threads), "--quiet", "--model", str(model)]
             model_runs, e2e_runs = [], []
@@ -422,8 +523,60 @@ def run(args: argparse.Namespace) -> int:
             row.update(video=str(video), model_only_reports=model_runs, end_to_end_reports=e2e_runs)
             rows.append(row)
 
+        if args.presets:
+            common = ["--video", str(preset_video), "--json", "--threads", str(args.threads), "--quiet",
+                      "--model", str(model)]
+            model_runs, model_cmds = [], []
+            runs = {pr: {"reports": [], "bytes": [], "commands": []} for pr in args.presets}
+            for i in range(args.repeat):
+                if measure_model:
+                    cmd = [str(binary), *common, "--benchmark"]
+                    bar.set_postfix_str(f"{preset_size} model only {i + 1}/{args.repeat}")
+                    model_runs.append(run_cli(cmd, args.threads))
+                    model_cmds.append(shlex.join(cmd))
+                    bar.update()
+                for preset in args.presets:
+                    out = Path(tmp) / f"out_{preset}.mp4"
+                    cmd = [str(binary), *common, "--output", str(out), *preset_extra,
+                           "--preset", preset, "--crf", str(args.crf)]
+                    bar.set_postfix_str(f"{preset_size} {preset} {i + 1}/{args.repeat}")
+                    runs[preset]["reports"].append(run_cli(cmd, args.threads))
+                    runs[preset]["commands"].append(shlex.join(cmd))
+                    if not out.is_file():
+                        raise BenchmarkError(f"ema_seg wrote no {out}:\n  {shlex.join(cmd)}")
+                    runs[preset]["bytes"].append(out.stat().st_size)
+                    out.unlink()
+                    bar.update()
+            if measure_model:
+                model_fps = statistics.median(1000.0 / r["model_ms"]["p50"] if r["model_ms"]["p50"] > 0 else 0.0
+                                              for r in model_runs)
+            else:
+                model_fps = next(r["model_only_fps"] for r in rows if r["size"] == preset_size)
+            presets = {
+                "size": preset_size,
+                "crf": args.crf,
+                "video": str(preset_video),
+                "extra_args": preset_extra,
+                "model_only_fps": model_fps,
+                "model_only_from": "own runs: size not in --sizes" if measure_model else "main runs",
+                "model_only_reports": model_runs,
+                "model_only_commands": model_cmds,
+                "rows": [],
+            }
+            for preset, r in runs.items():
+                row = summarize_preset(preset, r["reports"], r["bytes"], args.frames, model_fps)
+                row.update(commands=r["commands"], reports=r["reports"])
+                presets["rows"].append(row)
+
     text = (tables(rows) + f"\n\n{cpu['name']}, {args.threads} threads, {args.frames} frames per size (H.264, "
-            f"{FPS} fps), the median of {args.repeat} runs each; stage ms are the end-to-end runs' p50s.\n")
+            f"{FPS} fps), the median of {args.repeat} runs each; stage ms are the end-to-end runs' p50s: CPU ms "
+            "of the decode, overlay and encode threads, wall ms of the model. CPU ms outside the model = "
+            "decode + overlay + encode CPU ms (p50s).\n")
+    if presets is not None:
+        text += (f"\n{preset_table(presets)}\n\nlibx264 presets at {presets['size']}, CRF {presets['crf']}, "
+                 f"{args.frames} frames; the median of {args.repeat} end-to-end runs each; MB = 10^6 bytes of the "
+                 f"overlay video, Mbit/s = MB * 8 / ({args.frames} / {FPS} s); model only: "
+                 f"{presets['model_only_fps']:.1f} fps ({presets['model_only_from']}).\n")
     print("\n" + text)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -445,6 +598,7 @@ def run(args: argparse.Namespace) -> int:
         "targets": TARGETS,
         "commands": commands,
         "rows": rows,
+        "presets": presets,
     }
     with atomic_open(out_dir / "results.json", "w") as f:
         json.dump(results, f, indent=1)

@@ -6,12 +6,14 @@
 Checks: the reference parity on CUDA (our EMANet vs mmsegmentation's own outputs, TF32 off),
 the .pt export and its parity gate on CUDA, fp16 labels against float32, a .pt2 compiled for
 CUDA, training iterations with --amp fp16 and bf16, two-process DDP (with two GPUs), and the C++
-CLI on CUDA (float32, fp16 and .pt2) against the CPU's labels on the sample video. Prints
+CLI on CUDA (float32, fp16 and .pt2) against the CPU's labels on the sample video, and NVDEC
+decoding (--hwaccel cuda, auto) against software decoding. Prints
 "PASS name: detail (seconds)", "FAIL name: reason" or "SKIP name: reason"; exits 1 if any failed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -172,6 +174,26 @@ def check_cli(cli: Path, work: Path) -> str:
     return "20 frames, labels vs CPU: " + ", ".join(results)
 
 
+def check_nvdec(cli: Path, work: Path) -> str:
+    """--hwaccel cuda (NVDEC) decodes what software decodes: the labels agree, and auto picks it."""
+    if not cli.exists():
+        raise RuntimeError(f"{cli} not built")
+    clip = work / "street_h264.mp4"  # the sample is MPEG-4 Part 2; NVDEC's first codec is H.264
+    sh("ffmpeg", "-v", "error", "-y", "-i", VIDEO, "-frames:v", "20", "-c:v", "libx264", "-pix_fmt", "yuv420p", clip)
+    common = ["--model", work / "demo_cuda.pt", "--video", clip, "--device", "cuda", "--quiet", "--json"]
+    decoders = {}
+    for hwaccel in ("none", "cuda", "auto"):
+        out = sh(cli, *common, "--hwaccel", hwaccel, "--mask-dir", work / f"m_hw_{hwaccel}",
+                 "--output", work / f"hw_{hwaccel}.mp4")
+        decoders[hwaccel] = json.loads(out)["decoder"]
+    if "cuda" not in decoders["cuda"] or decoders["auto"] != decoders["cuda"]:
+        raise RuntimeError(f"decoders: {decoders}")
+    agree = masks_agree(work / "m_hw_none", work / "m_hw_cuda")
+    if agree < 0.99:
+        raise RuntimeError(f"NVDEC frames give labels {100 * agree:.2f}% equal to software decoding's")
+    return f"{decoders['cuda']}; labels {100 * agree:.2f}% equal to software decoding's"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cli", type=Path, default=ROOT / "build-cuda" / "ema_seg")
@@ -187,6 +209,7 @@ def main() -> int:
         ("training with AMP on CUDA", lambda: check_training(args.work)),
         ("DDP, two processes", lambda: check_ddp(args.work)),
         ("C++ CLI on CUDA", lambda: check_cli(args.cli, args.work)),
+        ("NVDEC decoding (--hwaccel cuda)", lambda: check_nvdec(args.cli, args.work)),
     ]
     failed = 0
     for name, check in checks:

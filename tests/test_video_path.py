@@ -112,7 +112,8 @@ def silent(conn: socket.socket, done: threading.Event) -> None:
 
 
 def stalls_after(data: bytes):
-    """Answers with the first bytes of a live MPEG-TS stream, then sends nothing more."""
+    """Answers with the first bytes of a live MPEG-TS stream, then sends nothing more. Opening
+    the stream reads about 1.2 s of it (libavformat's probing): send more than that."""
     def reply(conn: socket.socket, done: threading.Event) -> None:
         conn.recv(4096)
         conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/mp2t\r\n\r\n" + data)
@@ -133,7 +134,7 @@ def test_a_stream_that_never_answers_is_an_input_error_after_the_stall_timeout(t
 
 
 def test_a_stream_that_stalls_mid_run_keeps_the_frames_before(tmp_path, tiny, serve):
-    stream = encode(tmp_path / "source.ts", 50, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "-f", "mpegts")
+    stream = encode(tmp_path / "source.ts", 100, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "-f", "mpegts")
     data = stream.read_bytes()
     server = serve(stalls_after(data[: len(data) * 3 // 5]))
     out = tmp_path / "out.mp4"
@@ -145,7 +146,7 @@ def test_a_stream_that_stalls_mid_run_keeps_the_frames_before(tmp_path, tiny, se
     assert f"the frames before are in {partial}" in result.stderr
     assert not out.exists()  # never a final name for an unfinished run
     frames, _, size = read_video(partial)
-    # A live stream keeps only its newest frame when the model is behind, and 30 frames arrive at
+    # A live stream keeps only its newest frame when the model is behind, and 60 frames arrive at
     # once: how many are left depends on the model's speed.
     assert len(frames) >= 1 and size == (WIDTH, HEIGHT)
 
@@ -165,9 +166,32 @@ def test_ctrl_c_ends_a_blocking_open_at_once(tmp_path, tiny, serve):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_ends_a_blocking_read_and_keeps_the_frames_before(tmp_path, tiny, serve):
+    stream = encode(tmp_path / "source.ts", 100, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "-f", "mpegts")
+    data = stream.read_bytes()
+    server = serve(stalls_after(data[: len(data) // 2]))
+    out = tmp_path / "out.mp4"
+    masks = tmp_path / "masks"  # one per frame done: shows the run got past the first frames
+    process = start_cli("--model", tiny, "--video", server.url(), "--output", out, "--mask-dir", masks,
+                        "--stall-timeout", "0", "--threads", "1", "--json")
+    deadline = time.monotonic() + 30
+    while not masks.is_dir() or not any(masks.iterdir()):
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "no frame done within 30 s"
+        time.sleep(0.05)
+    time.sleep(1.5)  # the sent half is decoded; the reader now waits for bytes that never come
+    process.send_signal(2)  # SIGINT
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] and summary["partial"]
+    assert len(read_video(tmp_path / "out.partial.mp4")[0]) == summary["frames"] >= 1
+    assert not out.exists()
+
+
 def test_a_stream_that_breaks_off_is_an_input_error_that_keeps_the_frames_before(tmp_path, tiny, serve):
     """The server drops the connection mid-packet: a vanished stream, exit 4, nothing lost."""
-    stream = encode(tmp_path / "source.ts", 30, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "-f", "mpegts")
+    stream = encode(tmp_path / "source.ts", 100, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "5", "-f", "mpegts")
     data = stream.read_bytes()
 
     def closes(conn: socket.socket, done: threading.Event) -> None:

@@ -137,7 +137,8 @@ class AvVideoSource final : public FrameSource {
     input_.reset(context);
     watchdog_.arm();
     ret = avformat_find_stream_info(context, nullptr);
-    if (ret < 0) throw open_error(ret, "cannot read ");
+    // Interrupted, it may still return what it found; the input is not usable then.
+    if (ret < 0 || watchdog_.reason() != av::Watchdog::Reason::kNone) throw open_error(ret, "cannot read ");
     stream_index_ = av_find_best_stream(context, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
     if (stream_index_ < 0) throw Error(Error::Kind::kInput, description_ + " has no video stream");
   }
