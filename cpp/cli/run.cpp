@@ -223,7 +223,7 @@ int run(const CliOptions& o) {
   pipeline.stop = &stop_requested();
   // The overlay video is made on the decoder's own planes unless a window shows the BGR overlay.
   pipeline.i420_planes = !out.video.empty() && !window;
-  pipeline.background_sink = true;
+  pipeline.background_sink = !source->live();  // a camera's frames are encoded at its pace
   // --benchmark's model-only figure is the model alone: decoding waits while it runs.
   pipeline.decode_between_frames = o.benchmark;
   const bool image_input = o.image_input();

@@ -172,7 +172,8 @@ def process_video(
         every: run the model on every Nth frame; the others reuse its labels.
         max_frames: read at most this many frames.
         mask_dir: a folder for label PNGs frame_NNNNNN.png of the frames the model ran on.
-        fourcc: the output video's codec.
+        fourcc: the output video's codec: "mp4v" (MPEG-4 Part 2) or "avc1" (H.264, libx264
+            ultrafast, CRF 23; browsers play it).
         progress: called on this thread after each frame as progress(done, total), total None
             when unknown; returning False stops the run (the outputs are still closed properly).
 
