@@ -61,6 +61,7 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
+from emaseg.cli import int_at_least  # noqa: E402  (after the path is set)
 
 DEFAULT_SIZES = "1280x720,1920x1080,3840x2160"
 SOURCE = ROOT / "data" / "sample" / "street.mp4"
@@ -128,18 +129,6 @@ def without_encoder_args(args: list[str]) -> list[str]:
         elif not arg.startswith(("--preset=", "--crf=")):
             out.append(arg)
     return out
-
-
-def int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
 
 
 def crf_value(text: str) -> int:

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string_view>
+#include <vector>
 
 namespace emaseg::cli {
 namespace {
@@ -34,6 +35,20 @@ CLI::Validator number(std::function<bool(T)> ok, std::string message) {
         const std::optional<T> value = parse_number<T>(text);
         if (!value) return "expects a number, got '" + text + "'";
         return ok(*value) ? std::string() : message + ", got " + text;
+      },
+      "");
+}
+
+// One of `choices`; the message reads "--codec must be h264 or mp4v, got 'vp9'".
+CLI::Validator one_of(std::vector<std::string> choices) {
+  std::string list;
+  for (std::size_t i = 0; i < choices.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + choices[i];
+  return CLI::Validator(
+      [choices = std::move(choices), list](std::string& text) -> std::string {
+        for (const auto& choice : choices)
+          if (text == choice) return "";
+        return "must be " + list + ", got '" + text + "'";
       },
       "");
 }
@@ -111,27 +126,15 @@ void define_options(CLI::App& app, CliOptions& o) {
       ->type_name("DIR")->group("output")->check(non_empty("a folder name"));
   app.add_option("--codec", o.codec,
                  "overlay video codec: h264 (default; browsers play it) or mp4v (MPEG-4\n"
-                 "Part 2). Without --codec, an OpenCV that cannot encode H.264 writes\n"
+                 "Part 2). Without --codec, an FFmpeg without libx264 writes\n"
                  "mp4v, with a note; --codec h264 then fails")
       ->type_name("C")->group("output")
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            return text == "h264" || text == "mp4v" ? "" : "must be h264 or mp4v, got '" + text + "'";
-          },
-          ""));
+      ->check(one_of({"h264", "mp4v"}));
   app.add_option("--preset", o.preset,
                  "H.264 encoder speed against file size: ultrafast (default), superfast,\n"
                  "veryfast, faster, fast, medium, slow, slower, veryslow")
       ->type_name("P")->group("output")
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            for (const char* p : {"ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-                                  "veryslow"})
-              if (text == p) return "";
-            return "must be ultrafast, superfast, veryfast, faster, fast, medium, slow, slower or veryslow, got '" +
-                   text + "'";
-          },
-          ""));
+      ->check(one_of({"ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"}));
   app.add_option("--crf", o.crf, "H.264 quality, 0..51: lower is better and bigger (default 23)")
       ->type_name("N")->group("output")
       ->check(number<int>([](int v) { return v >= 0 && v <= 51; }, "must lie in 0..51"));
@@ -150,13 +153,7 @@ void define_options(CLI::App& app, CliOptions& o) {
                  "video decoding: none (default), auto (NVDEC with --device cuda,\n"
                  "else software), cuda (NVDEC) or vaapi")
       ->type_name("HW")->group("run")
-      ->check(CLI::Validator(
-          [](std::string& text) -> std::string {
-            return text == "none" || text == "auto" || text == "cuda" || text == "vaapi"
-                       ? ""
-                       : "must be none, auto, cuda or vaapi, got '" + text + "'";
-          },
-          ""));
+      ->check(one_of({"none", "auto", "cuda", "vaapi"}));
   app.add_option("--max-frames", o.max_frames, "read at most N input frames")
       ->type_name("N")->group("run")->check(number<long long>([](long long v) { return v >= 1; }, "must be >= 1"));
   app.add_option("--every", o.every,

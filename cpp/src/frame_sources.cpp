@@ -22,18 +22,13 @@ namespace fs = std::filesystem;
 constexpr int kMaxConsecutiveFailures = 8;
 constexpr double kMaxFps = 1000.0;  // beyond it a reported frame rate is taken as unknown
 
-class VideoSource final : public FrameSource {
+// A camera through OpenCV's VideoCapture: live, of unknown length, read at its own pace.
+class CameraSource final : public FrameSource {
  public:
-  // `file`: the local file behind the input ("" for cameras and network streams).
-  VideoSource(cv::VideoCapture capture, std::string description, bool camera, std::string file)
-      : capture_(std::move(capture)), description_(std::move(description)), file_(std::move(file)) {
+  CameraSource(cv::VideoCapture capture, std::string description)
+      : capture_(std::move(capture)), description_(std::move(description)) {
     fps_ = capture_.get(cv::CAP_PROP_FPS);
-    const double count = capture_.get(cv::CAP_PROP_FRAME_COUNT);
-    frame_count_ = camera || !(count > 0) ? -1 : static_cast<long long>(count);
-    // A file is read at the decoder's pace whatever its container says of its length (raw
-    // MJPEG reports none); only cameras and streams run at their own pace.
-    live_ = camera || (file_.empty() && frame_count_ < 0);
-    // Read the first frame now: it proves the input decodes and gives the true frame size.
+    // Read the first frame now: it proves the camera delivers and gives the true frame size.
     if (!next(first_))
       throw Error(Error::Kind::kInput, description_ + " opened but no frame could be decoded");
   }
@@ -62,18 +57,15 @@ class VideoSource final : public FrameSource {
     return Status::kFrame;
   }
 
-  bool live() const override { return live_; }
-  // Demuxers without timing guess (raw MJPEG says 1,200,000 fps, which no encoder takes).
+  bool live() const override { return true; }
+  // Drivers without timing guess; beyond kMaxFps a rate is taken as unknown.
   double fps() const override { return fps_ > 0 && fps_ <= kMaxFps ? fps_ : 0.0; }
-  long long frame_count() const override { return frame_count_; }
+  long long frame_count() const override { return -1; }
   cv::Size frame_size() const override { return size_; }
   std::string description() const override { return description_; }
-  std::vector<std::string> files() const override {
-    return file_.empty() ? std::vector<std::string>{} : std::vector<std::string>{file_};
-  }
 
  private:
-  // The next decodable frame; failures in between become pending_unreadable_.
+  // The next frame; failures in between become pending_unreadable_.
   bool next(cv::Mat& frame) {
     int failures = 0;
     while (failures < kMaxConsecutiveFailures) {
@@ -95,10 +87,7 @@ class VideoSource final : public FrameSource {
 
   cv::VideoCapture capture_;
   std::string description_;
-  std::string file_;
   double fps_ = 0;
-  long long frame_count_ = -1;
-  bool live_ = false;
   cv::Size size_;
   cv::Mat first_;
   int pending_unreadable_ = 0;
@@ -169,17 +158,6 @@ bool is_image_file(const fs::path& path) {
   }
 }
 
-// The file's status; Error(kInput) naming the OS reason (a symlink loop, a name too long, no
-// permission) when it cannot be known, and "does not exist" when it is not there.
-fs::file_status input_status(const std::string& path, const std::string& description) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
-    throw Error(Error::Kind::kInput, "cannot open " + description + ": " + ec.message());
-  if (!fs::exists(status)) throw Error(Error::Kind::kInput, description + " does not exist");
-  return status;
-}
-
 }  // namespace
 
 std::unique_ptr<FrameSource> open_camera(int index) {
@@ -192,7 +170,7 @@ std::unique_ptr<FrameSource> open_camera(int index) {
   if (!capture.isOpened())
     throw Error(Error::Kind::kInput, "cannot open " + description +
                                          " (is it connected, and not in use by another program?)");
-  return std::make_unique<VideoSource>(std::move(capture), description, true, std::string());
+  return std::make_unique<CameraSource>(std::move(capture), description);
 }
 
 std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
@@ -217,7 +195,7 @@ std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
     }
     paths.assign(matches.begin(), matches.end());
   } else {
-    input_status(folder_or_pattern, "'" + folder_or_pattern + "'");  // throws: gone or unreadable
+    detail::input_status(folder_or_pattern, "'" + folder_or_pattern + "'");  // throws: gone or unreadable
     throw Error(Error::Kind::kInput, "'" + folder_or_pattern + "' is neither a folder, an image file nor a pattern");
   }
   if (paths.empty()) throw Error(Error::Kind::kInput, "no image files in " + description);
@@ -226,7 +204,7 @@ std::unique_ptr<FrameSource> open_images(const std::string& folder_or_pattern) {
 }
 
 std::unique_ptr<FrameSource> open_image(const std::string& path) {
-  const fs::file_status status = input_status(path, "image '" + path + "'");
+  const fs::file_status status = detail::input_status(path, "image '" + path + "'");
   if (fs::is_directory(status))
     throw Error(Error::Kind::kInput, "'" + path + "' is a folder; --image takes one file, "
                                      "--images a folder or a pattern");

@@ -138,4 +138,13 @@ std::string partial_name(const std::string& path) {
   return (p.parent_path() / (p.stem().string() + ".partial" + p.extension().string())).string();
 }
 
+fs::file_status input_status(const std::string& path, const std::string& description) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+    throw Error(Error::Kind::kInput, "cannot open " + description + ": " + ec.message());
+  if (!fs::exists(status)) throw Error(Error::Kind::kInput, description + " does not exist");
+  return status;
+}
+
 }  // namespace emaseg::detail

@@ -4,6 +4,7 @@
 
 #include <opencv2/core.hpp>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,11 @@ void write_image_atomic(const std::string& path, const cv::Mat& image);
 // The local file an input names, for any spelling FFmpeg accepts: "in.mp4", "file:in.mp4",
 // "file:///abs/in.mp4". Empty for network URLs.
 std::string local_file(const std::string& path_or_url);
+
+// The status of an input path; Error(kInput) naming the OS reason (a symlink loop, a name too
+// long, no permission) when it cannot be known, and "<description> does not exist" when it is
+// not there.
+std::filesystem::file_status input_status(const std::string& path, const std::string& description);
 
 // True if both name one existing file (plain paths, symlinks and hard links alike).
 bool same_file(const std::string& a, const std::string& b);

@@ -387,14 +387,6 @@ class AvVideoSource final : public FrameSource {
   bool ended_ = false;
 };
 
-fs::file_status input_status(const std::string& path, const std::string& description) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
-    throw Error(Error::Kind::kInput, "cannot open " + description + ": " + ec.message());
-  if (!fs::exists(status)) throw Error(Error::Kind::kInput, description + " does not exist");
-  return status;
-}
 
 }  // namespace
 
@@ -406,7 +398,7 @@ std::unique_ptr<FrameSource> open_video(const std::string& path_or_url, const Vi
   const std::string file = detail::local_file(path_or_url);
   const bool url = file.empty();
   const std::string description = (url ? "stream '" : "video '") + path_or_url + "'";
-  if (!url && fs::is_directory(input_status(file, description)))
+  if (!url && fs::is_directory(detail::input_status(file, description)))
     throw Error(Error::Kind::kInput, description + " is a folder; use --images for folders");
   return std::make_unique<AvVideoSource>(path_or_url, description, file, options);
 }
