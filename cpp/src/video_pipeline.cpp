@@ -43,7 +43,7 @@ struct Segmented {
 };
 
 // Puts the calling thread in the background while it lives (Linux: SCHED_IDLE, per thread): it
-// runs only on cores the normal threads leave idle, so the model's threads never wait for it.
+// runs only on cores the normal threads leave idle, so the model's threads do not wait for a core.
 // The thread's policy is restored at the end, where the OS allows it. Elsewhere, nothing.
 class Background {
  public:

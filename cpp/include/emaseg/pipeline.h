@@ -123,9 +123,9 @@ struct PipelineOptions {
   // figure of a benchmark). Default false: decoding runs beside the model, in the background.
   bool decode_between_frames = false;
   // Linux: files and images are decoded by a background thread (SCHED_IDLE), which runs only on
-  // cores the model's threads leave idle, so it never slows them (1080p H.264 on 2 cores: the
-  // model at its own speed, end to end about 0.95 of model-only, against 0.65 taking turns and
-  // 0.8 at nice 19). Live sources decode at the caller's priority: a camera does not wait.
+  // cores the model's threads leave idle, so it does not stall them (1080p H.264 on 2 cores, with
+  // the sink in the background too: end to end 0.90 of model-only, against 0.65 taking turns and
+  // 0.82 at nice 19). Live sources decode at the caller's priority: a camera does not wait.
   bool background_decoding = true;
   // The same for the caller's thread, where the sink runs, during run_pipeline (ema_seg: its
   // overlay encoding); its policy is restored on return.
