@@ -14,10 +14,10 @@ ROOT=$PWD
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$ROOT/build/inductor-cache}
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
-# --- system packages: compiler, CMake, OpenCV, FFmpeg's libraries (and its CLI, for tests and benchmarks), nlohmann/json, CLI11 ---
+# --- system packages: compiler, CMake, OpenCV, FFmpeg's libraries (and its CLI, for tests and benchmarks), nlohmann/json, CLI11, cpp-httplib ---
 missing=()
 for pkg in g++ cmake pkg-config libopencv-dev nlohmann-json3-dev libcli11-dev \
-           libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg; do
+           libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg libcpp-httplib-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)

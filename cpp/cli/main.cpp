@@ -1,7 +1,8 @@
 // ema_seg: semantic segmentation of videos, cameras, network streams and images with an
-// exported ema-seg model. The CLI by job: options.cpp (flags, bounds, help), run.cpp (model,
-// input, outputs, pipeline), report.cpp (what is printed), signals.cpp (Ctrl-C). The exit
-// codes (run.h) are part of the interface: scripts test them.
+// exported ema-seg model. The CLI by job: options.cpp (flags, bounds, help), run.cpp (one input:
+// model, input, outputs, pipeline), run_streams.cpp (several streams; live_view.cpp: --serve),
+// model_choice.cpp and video_settings.cpp (what both runs share), report.cpp (what is printed),
+// signals.cpp (Ctrl-C). The exit codes (run.h) are part of the interface: scripts test them.
 #include "options.h"
 #include "report.h"
 #include "run.h"
@@ -56,7 +57,7 @@ int main(int argc, char** argv) {
   }
   install_signal_handlers();
   try {
-    return run(options);
+    return options.streams() ? run_streams(options) : run(options);
   } catch (const emaseg::Error& e) {
     print_stderr("error", e.what());
     return exit_code(e.kind());

@@ -69,9 +69,16 @@ void define_options(CLI::App& app, CliOptions& o) {
   app.allow_extras();  // reported in ema_seg's words by parse_args
   app.set_help_flag();  // ours, below: a flag like the others, listed last
 
-  const std::string input = "input (exactly one)";
-  app.add_option("--video", o.video, "video file or network stream (rtsp://, http://, ...) via FFmpeg")
-      ->type_name("PATH|URL")->group(input)->check(non_empty("a file or URL"));
+  const std::string input = "input (one kind)";
+  app.add_option("--video", o.videos,
+                 "video file or network stream (rtsp://, http://, ...) via FFmpeg; give it\n"
+                 "several times for several streams in one process")
+      ->type_name("PATH|URL")->group(input)->check(non_empty("a file or URL"))->allow_extra_args(false);
+  app.add_option("--sources", o.sources,
+                 "several streams, one per line: NAME=PATH_OR_URL, a bare path or URL\n"
+                 "(named after its stem) or NAME=camera:N; '#' starts a comment;\n"
+                 "relative paths are relative to FILE")
+      ->type_name("FILE")->group(input)->check(non_empty("a sources file"));
   app.add_option("--camera", o.camera, "camera index N")
       ->type_name("N")->group(input)->check(number<int>([](int v) { return v >= 0; }, "expects an index >= 0"));
   app.add_option("--image", o.image, "one image file")
@@ -138,6 +145,18 @@ void define_options(CLI::App& app, CliOptions& o) {
   app.add_option("--crf", o.crf, "H.264 quality, 0..51: lower is better and bigger (default 23)")
       ->type_name("N")->group("output")
       ->check(number<int>([](int v) { return v >= 0 && v <= 51; }, "must lie in 0..51"));
+  app.add_option("--output-dir", o.output_dir,
+                 "several streams: DIR/<name>_overlay.mp4 for each (default: the current\n"
+                 "folder); with --mask-dir, masks go to MASKDIR/<name>/")
+      ->type_name("DIR")->group("output")->check(non_empty("a folder name"));
+  app.add_option("--serve", o.serve,
+                 "live view over HTTP at HOST:PORT (HOST default 127.0.0.1; port 0: any\n"
+                 "free one): / shows every stream, /streams/<name>.mjpg its overlay as\n"
+                 "MJPEG, /streams/<name>.jpg the newest one, /stats.json the stats")
+      ->type_name("[HOST:]PORT")->group("output")->check(non_empty("HOST:PORT"));
+  app.add_option("--serve-fps", o.serve_fps, "most overlay frames per second --serve sends a viewer (default 5)")
+      ->type_name("N")->group("output")
+      ->check(number<double>([](double v) { return v > 0.0 && v <= 60.0; }, "must lie in (0, 60]"));
   app.add_option("--alpha", o.alpha, "overlay opacity in [0, 1] (default 0.5)")
       ->type_name("A")->group("output")
       ->check(number<double>([](double v) { return v >= 0.0 && v <= 1.0; }, "must lie in [0, 1]"));
@@ -190,8 +209,14 @@ void define_options(CLI::App& app, CliOptions& o) {
       "FFmpeg's messages and OpenCV's warnings are silenced; EMASEG_FFMPEG_LOGLEVEL=16 and\n"
       "OPENCV_LOG_LEVEL=INFO bring them back.\n"
       "\n"
+      "Several streams (--video given more than once, --sources, --output-dir or --serve) share one\n"
+      "model. A stream that cannot be opened or fails is named on stderr and the others go on (exit\n"
+      "8). Network streams and cameras that end or stall are reopened, waiting 1 s, then 2, 4, ...\n"
+      "up to 30 s; files end normally.\n"
+      "\n"
       "exit codes: 0 ok, 1 runtime error, 2 usage error, 3 model error, 4 input error,\n"
-      "            5 output error, 6 device error, 7 some images failed, 130 interrupted");
+      "            5 output error, 6 device error, 7 some images failed, 8 some streams failed,\n"
+      "            130 interrupted");
 }
 
 // CLI11's messages, in the words the README and scripts know ("--video needs a value").
@@ -210,12 +235,24 @@ std::string in_our_words(const CLI::ParseError& error) {
 }
 
 void check_combination(const CliOptions& o) {
-  const int inputs = !o.video.empty() + o.camera.has_value() + !o.image.empty() + !o.images.empty();
+  const bool videos = !o.videos.empty() || !o.sources.empty();
+  const int inputs = videos + o.camera.has_value() + !o.image.empty() + !o.images.empty();
   if (inputs != 1)
-    throw UsageError(inputs == 0 ? "no input: give --video, --camera, --image or --images"
-                                 : "give exactly one of --video, --camera, --image, --images");
+    throw UsageError(inputs == 0 ? "no input: give --video, --sources, --camera, --image or --images"
+                                 : "give exactly one of --video (or --sources), --camera, --image, --images");
   if (o.every > 1 && o.image_input()) throw UsageError("--every applies to --video and --camera only");
-  if (o.hwaccel != "none" && o.video.empty()) throw UsageError("--hwaccel applies to --video only");
+  if (o.hwaccel != "none" && !videos) throw UsageError("--hwaccel applies to --video and --sources only");
+  if (o.streams()) {
+    if (!videos)
+      throw UsageError("--output-dir and --serve apply to --video and --sources (a camera in a sources file: "
+                       "NAME=camera:N)");
+    if (!o.output.empty())
+      throw UsageError("--output names one video; for several streams use --output-dir DIR "
+                       "(DIR/<name>_overlay.mp4)");
+    if (o.show) throw UsageError("--show shows one stream; for several use --serve");
+    if (o.benchmark) throw UsageError("--benchmark measures one input; give one --video");
+  }
+  if (o.serve.empty() && o.serve_fps) throw UsageError("--serve-fps applies to --serve only");
 #if defined(__linux__)
   // GTK aborts the whole process when it finds no display; refuse early instead.
   if (o.show && std::getenv("DISPLAY") == nullptr && std::getenv("WAYLAND_DISPLAY") == nullptr)
@@ -227,7 +264,8 @@ void check_combination(const CliOptions& o) {
 
 std::string CliOptions::input_name() const {
   if (camera) return "camera " + std::to_string(*camera);
-  return !video.empty() ? video : !image.empty() ? image : images;
+  if (!video.empty()) return video;
+  return !image.empty() ? image : images;
 }
 
 CliOptions parse_args(int argc, const char* const* argv) {
@@ -248,6 +286,7 @@ CliOptions parse_args(int argc, const char* const* argv) {
     throw UsageError("unexpected argument '" + first + "'; inputs need --video, --image, ...");
   }
   check_combination(o);
+  if (o.videos.size() == 1 && !o.streams()) o.video = o.videos.front();
   return o;
 }
 

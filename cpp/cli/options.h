@@ -4,12 +4,18 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace emaseg::cli {
 
 struct CliOptions {
   std::string model;  // empty: the first default model that loads (run.cpp)
-  std::string video;
+  std::string video;                // the one --video of a single-stream run
+  std::vector<std::string> videos;  // every --video, in order
+  std::string sources;              // --sources FILE
+  std::string output_dir;           // several streams: DIR/<name>_overlay.mp4
+  std::string serve;                // live view: HOST:PORT, :PORT or PORT ("": none)
+  std::optional<double> serve_fps;  // --serve's frame rate per viewer; default kServeFps (live_view.h)
   std::optional<int> camera;
   std::string image;
   std::string images;
@@ -35,6 +41,9 @@ struct CliOptions {
   bool help = false;
 
   bool image_input() const { return !image.empty() || !images.empty(); }
+  // Several streams in one process (run_streams.cpp): more than one --video, a sources file, an
+  // output folder or a live view.
+  bool streams() const { return videos.size() > 1 || !sources.empty() || !output_dir.empty() || !serve.empty(); }
   // The input as the user named it: "camera N", the video path or URL, the image(s).
   std::string input_name() const;
 };

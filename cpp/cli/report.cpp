@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <mutex>
 #include <sstream>
+#include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -165,6 +166,73 @@ void print_summary(const RunReport& r) {
   if (r.partial) line << " (partial)";
   std::lock_guard<std::mutex> lock(g_stderr_mutex);
   std::fprintf(stderr, "%s\n", emaseg::printable(line.str()).c_str());
+}
+
+std::string streams_json(const StreamsReport& r, bool pretty) {
+  const auto text_or_null = [](const std::string& text) {
+    return text.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(text);
+  };
+  nlohmann::ordered_json streams = nlohmann::ordered_json::array();
+  long long frames = 0;
+  for (const StreamReport& stream : r.streams) {
+    const emaseg::StreamStats& s = stream.stats;
+    frames += s.frames;
+    streams.push_back({{"name", s.name},
+                       {"input", stream.input},
+                       {"state", emaseg::to_string(s.state)},
+                       {"live", s.live},
+                       {"frames", s.frames},
+                       {"dropped", s.dropped},
+                       {"unreadable", s.unreadable},
+                       {"reconnects", s.reconnects},
+                       {"fps", s.fps},
+                       {"latency_ms", json_latency(s.latency_ms)},
+                       {"output", text_or_null(stream.output)},
+                       {"partial", stream.partial},
+                       {"error", text_or_null(s.error)}});
+  }
+  const long rss = peak_rss_kb();
+  const nlohmann::ordered_json report = {
+      {"model", r.model},
+      {"device", r.device},
+      {"threads", r.threads},
+      {"batch", r.batch},
+      {"serving", text_or_null(r.serving)},
+      {"frames", frames},
+      {"seconds", r.seconds},
+      {"fps", r.seconds > 0 ? double(frames) / r.seconds : 0.0},
+      {"interrupted", r.interrupted},
+      {"streams", streams},
+      {"peak_rss_mb", rss >= 0 ? nlohmann::ordered_json(double(rss) / 1024.0) : nlohmann::ordered_json()},
+  };
+  return report.dump(pretty ? 2 : -1, ' ', true, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+}
+
+void print_streams_summary(const StreamsReport& r) {
+  long long frames = 0;
+  int failed = 0;
+  std::vector<std::string> lines;
+  for (const StreamReport& stream : r.streams) {
+    const emaseg::StreamStats& s = stream.stats;
+    frames += s.frames;
+    failed += s.state == emaseg::StreamState::kFailed;
+    std::ostringstream text;
+    text << std::fixed << std::setprecision(2);
+    text << "  " << s.name << ": " << emaseg::to_string(s.state) << ", " << s.frames << " frame(s), " << s.fps << " fps";
+    if (s.dropped) text << ", " << s.dropped << " dropped";
+    if (s.unreadable) text << ", " << s.unreadable << " unreadable";
+    if (s.reconnects) text << ", " << s.reconnects << " reconnect(s)";
+    if (!stream.output.empty()) text << " -> " << stream.output << (stream.partial ? " (partial)" : "");
+    lines.push_back(text.str());
+  }
+  std::ostringstream head;
+  head << std::fixed << std::setprecision(2) << (r.interrupted ? "interrupted after " : "done: ") << r.streams.size()
+       << " stream(s), " << frames << " frame(s) in " << r.seconds << " s ("
+       << (r.seconds > 0 ? double(frames) / r.seconds : 0.0) << " fps in all)";
+  if (failed) head << ", " << failed << " failed";
+  std::lock_guard<std::mutex> lock(g_stderr_mutex);
+  std::fprintf(stderr, "%s\n", emaseg::printable(head.str()).c_str());
+  for (const std::string& line : lines) std::fprintf(stderr, "%s\n", emaseg::printable(line).c_str());
 }
 
 }  // namespace emaseg::cli

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <emaseg/emaseg.h>
+#include <emaseg/multi_pipeline.h>
 #include <emaseg/pipeline.h>
 
 #include <opencv2/core.hpp>
@@ -49,5 +50,27 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
 void print_benchmark(const RunReport& r, cv::Size size, int warmup_runs, int threads);
 // "done: 100 frame(s) in 4.20 s (23.81 fps) -> out.mp4" on stderr.
 void print_summary(const RunReport& r);
+
+// A run of several streams (run_streams.cpp).
+struct StreamReport {
+  std::string input;
+  std::string output;  // the overlay video written (or kept as <stem>.partial); empty: none
+  bool partial = false;
+  emaseg::StreamStats stats;  // state and error include the outputs' own failure
+};
+struct StreamsReport {
+  std::string model;
+  std::string device;
+  int threads = 0;
+  int batch = 1;
+  std::string serving;  // the live view's URL; empty: none
+  double seconds = 0;
+  bool interrupted = false;
+  std::vector<StreamReport> streams;
+};
+// --json of a multi-stream run, and the body of the live view's /stats.json (pretty: --json).
+std::string streams_json(const StreamsReport& r, bool pretty);
+// One line per stream and a total, on stderr.
+void print_streams_summary(const StreamsReport& r);
 
 }  // namespace emaseg::cli

@@ -1,9 +1,12 @@
 #include "run.h"
 
+#include "model_choice.h"
 #include "report.h"
 #include "signals.h"
+#include "video_settings.h"
 
 #include <emaseg/emaseg.h>
+#include <emaseg/multi_pipeline.h>
 #include <emaseg/outputs.h>
 #include <emaseg/pipeline.h>
 
@@ -11,10 +14,8 @@
 #include <opencv2/highgui.hpp>
 #include <opencv2/imgcodecs.hpp>
 
-#include <cctype>
 #include <filesystem>
 #include <memory>
-#include <set>
 #include <utility>
 
 namespace emaseg::cli {
@@ -22,104 +23,24 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The default model, fastest first: the AOTInductor package where it runs on this machine,
-// else the TorchScript file (which runs anywhere).
-constexpr const char* kDefaultModels[] = {"models/emanet_demo.pt2", "models/emanet_demo.pt"};
-constexpr double kDefaultFps = 30.0;  // for cameras and streams that do not report one
 constexpr int kWarmupRuns = 3;
-// The video path's threads, explicit so that they do not compete with the model's: one decoding
-// thread and one sink thread (overlay, libx264), both in the background beside the model
-// (PipelineOptions::background_*), so that they fill the time its threads leave the cores idle.
-constexpr int kDecoderThreads = 1;
-constexpr int kEncoderThreads = 1;
-
-// "<stem>_overlay.mp4" in the current folder for a file or URL.
-std::string default_video_output(const std::string& input) {
-  std::string last = input.substr(input.find_last_of('/') + 1);
-  last = last.substr(0, last.find_first_of("?#"));
-  std::string stem = fs::path(last).stem().string();
-  for (char& c : stem)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
-  return (stem.empty() ? std::string("stream") : stem) + "_overlay.mp4";
-}
-
-// The default models that exist, in the current folder, else beside the binary (../models).
-std::vector<std::string> default_models() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  for (const fs::path& root : {fs::path("."), ec ? fs::path() : exe.parent_path() / ".."}) {
-    if (root.empty()) continue;
-    std::vector<std::string> found;
-    for (const char* name : kDefaultModels) {
-      const fs::path path = root == "." ? fs::path(name) : (root / name).lexically_normal();
-      if (fs::exists(path, ec)) found.push_back(path.string());
-    }
-    if (!found.empty()) return found;
-  }
-  throw emaseg::Error(emaseg::Error::Kind::kModel,
-                      std::string("no --model given and no ") + kDefaultModels[1] + " or " + kDefaultModels[0] +
-                          " in the current folder or beside ema_seg; pass --model FILE.pt or export one "
-                          "with python python/export.py");
-}
-
-struct ChosenModel {
-  std::unique_ptr<emaseg::Segmenter> segmenter;
-  std::string path;
-};
-
-// --model, or the first default that loads here (a .pt2 compiled on another CPU or for another
-// torch is passed over, with a note) and takes the input's frame size (a .pt2 compiled for
-// fixed sizes only gives way to the .pt, which takes any).
-ChosenModel choose_model(const CliOptions& o, const emaseg::Options& options, const emaseg::FrameSource* source) {
-  if (!o.model.empty()) return {std::make_unique<emaseg::Segmenter>(o.model, options), o.model};
-  const std::vector<std::string> candidates = default_models();
-  for (std::size_t i = 0; i < candidates.size(); ++i) {
-    const bool last = i + 1 == candidates.size();
-    std::unique_ptr<emaseg::Segmenter> segmenter;
-    try {
-      segmenter = std::make_unique<emaseg::Segmenter>(candidates[i], options);
-    } catch (const emaseg::Error& e) {
-      if (e.kind() != emaseg::Error::Kind::kModel || last) throw;
-      if (!o.quiet) print_stderr("note", std::string(e.what()) + "; using " + candidates[i + 1]);
-      continue;
-    }
-    const emaseg::Metadata& meta = segmenter->metadata();
-    const bool fits = meta.any_size || (source != nullptr && o.images.empty() && meta.takes(source->frame_size()));
-    if (fits || last) return {std::move(segmenter), candidates[i]};
-    if (!o.quiet)
-      print_stderr("note", candidates[i] + " holds no model for these frames' network size and no any-size "
-                                           "model; using " + candidates[i + 1]);
-  }
-  throw emaseg::Error(emaseg::Error::Kind::kModel, "no default model loads");  // not reached
-}
 
 std::unique_ptr<emaseg::FrameSource> open_source(const CliOptions& o) {
   if (o.camera) return emaseg::open_camera(*o.camera);
   if (!o.image.empty()) return emaseg::open_image(o.image);
   if (!o.images.empty()) return emaseg::open_images(o.images);
-  emaseg::VideoOptions video;
-  video.stall_timeout = o.stall_timeout;
-  video.hwaccel = o.hwaccel;
-  video.device = o.device;
-  video.threads = kDecoderThreads;
-  video.stop = &stop_requested();  // Ctrl-C ends a blocking open or read at once
-  return emaseg::open_video(o.video, video);
+  return emaseg::open_video(o.video, video_options(o));
 }
 
 // Where overlays go: a video for video input, a folder or one file for images.
 emaseg::OutputOptions output_options(const CliOptions& o) {
-  emaseg::OutputOptions out;
-  out.alpha = o.alpha;
-  out.fourcc = o.codec == "mp4v" ? "mp4v" : "avc1";  // avc1: H.264 in an mp4
-  out.preset = o.preset;
-  out.crf = o.crf;
-  out.encoder_threads = kEncoderThreads;
-  out.fallback_fourcc = o.codec.empty() ? "mp4v" : "";
-  out.default_fps = kDefaultFps;
+  emaseg::OutputOptions out = video_output_options(o);
   out.mask_dir = o.mask_dir;
   if (!o.image_input()) {
     out.video = o.output;
-    if (out.video.empty() && !o.video.empty() && !o.benchmark) out.video = default_video_output(o.video);
+    // "<stem>_overlay.mp4" in the current folder, the stem as a stream of that input is named.
+    if (out.video.empty() && !o.video.empty() && !o.benchmark)
+      out.video = emaseg::name_streams({o.video}).front().name + "_overlay.mp4";
   } else if (!o.image.empty() && (o.output.empty() || cv::haveImageWriter(o.output))) {
     out.overlay_file = o.output.empty() ? fs::path(o.image).stem().string() + "_overlay.png" : o.output;
   } else {
@@ -128,50 +49,12 @@ emaseg::OutputOptions output_options(const CliOptions& o) {
   return out;
 }
 
-// The export command that compiles `model`'s network for `net` (HxW) into the package itself.
-std::string compile_command(const std::string& model, cv::Size net) {
-  fs::path checkpoint = fs::path(model).replace_extension(".pth");  // the demo's: models/emanet_demo.pth
-  std::error_code ec;
-  const std::string source = fs::exists(checkpoint, ec) ? checkpoint.string() : "CHECKPOINT.pth";
-  return "python python/export.py --checkpoint " + source + " --add-to " + model + " --output " + model +
-         " --network-sizes " + std::to_string(net.height) + "x" + std::to_string(net.width);
-}
-
-// Says once per network size, on stderr, that frames run on the slower any-size model and how to
-// compile theirs: never silently slow.
-class UncompiledSizeNote {
- public:
-  UncompiledSizeNote(const emaseg::Metadata& meta, std::string model, bool quiet)
-      : meta_(meta), model_(std::move(model)), quiet_(quiet) {}
-  void check(cv::Size frame) {
-    if (quiet_ || meta_.compiled_for(frame)) return;
-    const cv::Size net = meta_.network_size(frame);
-    if (!said_.insert({net.width, net.height}).second) return;
-    print_stderr("note", std::to_string(frame.width) + "x" + std::to_string(frame.height) +
-                             " frames run the network at " + std::to_string(net.height) + "x" +
-                             std::to_string(net.width) + ", which " + model_ +
-                             " has no compiled model for: they run on its slower any-size model. Compile it "
-                             "once with: " + compile_command(model_, net));
-  }
-
- private:
-  const emaseg::Metadata& meta_;
-  std::string model_;
-  bool quiet_;
-  std::set<std::pair<int, int>> said_;
-};
-
 }  // namespace
 
 int run(const CliOptions& o) {
   if (o.threads > 0) cv::setNumThreads(o.threads);  // OpenCV's pool competes for the same cores
 
-  emaseg::Options options;
-  options.device = o.device;
-  options.half = o.fp16;
-  options.optimize = o.optimize;
-  options.threads = o.threads;
-  options.max_pixels = static_cast<long long>(o.max_megapixels * 1e6);
+  const emaseg::Options options = model_options(o);
   // A bad --model is reported before the input is opened; the default waits for the input's size.
   ChosenModel model;
   if (!o.model.empty()) model = choose_model(o, options, nullptr);

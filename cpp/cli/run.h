@@ -1,4 +1,4 @@
-// Running one source: choose the model, open the input, then the outputs, run the pipeline and
+// Running one source (run.cpp) or several (run_streams.cpp): choose the model, open the input, then the outputs, run the pipeline and
 // report. Returns the exit code of a run that got that far; errors are thrown (emaseg::Error).
 #pragma once
 
@@ -15,9 +15,12 @@ enum ExitCode : int {
   kExitOutput = 5,   // output video, image folder or mask folder cannot be written
   kExitDevice = 6,   // requested device unavailable (e.g. --device cuda without CUDA)
   kExitSomeFailed = 7,     // --image/--images: some images failed (each named on stderr), the rest done
+  kExitStreamsFailed = 8,  // several streams: some failed (each named on stderr), the others ran
   kExitInterrupted = 130,  // SIGINT/SIGTERM: outputs were finished and closed first
 };
 
 int run(const CliOptions& options);
+// Several streams in one process (CliOptions::streams()), run_streams.cpp.
+int run_streams(const CliOptions& options);
 
 }  // namespace emaseg::cli

@@ -13,7 +13,7 @@ namespace {
 // Only async-signal-safe work in the handler: a lock-free flag, unlink, raise.
 std::atomic<bool> g_stop{false};
 static_assert(std::atomic<bool>::is_always_lock_free);
-constexpr int kMaxTempFiles = 4;
+constexpr int kMaxTempFiles = 64;  // a video per stream, with room
 char g_temp_files[kMaxTempFiles][4096];  // written before the handlers can see them
 std::atomic<int> g_temp_count{0};
 

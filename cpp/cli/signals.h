@@ -13,7 +13,7 @@ std::atomic<bool>& stop_requested();
 
 void install_signal_handlers();
 
-// The temporary files a second signal removes (at most 4; the latest call wins).
+// The temporary files a second signal removes (at most 64; the latest call wins; not thread-safe: one caller at a time).
 void register_temp_files(const std::vector<std::string>& files);
 
 }  // namespace emaseg::cli

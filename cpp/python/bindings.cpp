@@ -6,6 +6,7 @@
 // array's memory; any other layout is copied once. Results go the other way whole: each array
 // owns the cv::Mat it shows through a capsule. The GIL is released while the model runs.
 #include <emaseg/emaseg.h>
+#include <emaseg/multi_pipeline.h>
 #include <emaseg/outputs.h>
 #include <emaseg/pipeline.h>
 
@@ -18,13 +19,17 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace py = pybind11;
@@ -387,6 +392,120 @@ py::dict process_video(const py::object& input, const std::optional<fs::path>& o
       "model_ms"_a = latency_dict(stats.model_ms), "end_to_end_ms"_a = latency_dict(stats.latency_ms));
 }
 
+// ---------------------------------------------------------------------------------------------
+// process_streams
+
+py::dict stream_dict(const emaseg::StreamSpec& spec, const emaseg::StreamStats& s) {
+  return py::dict("name"_a = s.name, "input"_a = spec.input, "state"_a = emaseg::to_string(s.state),
+                  "live"_a = s.live, "frames"_a = s.frames, "dropped"_a = s.dropped,
+                  "unreadable"_a = s.unreadable, "reconnects"_a = s.reconnects, "fps"_a = s.fps,
+                  "latency_ms"_a = latency_dict(s.latency_ms),
+                  "error"_a = s.error.empty() ? py::object(py::none()) : py::object(py::str(s.error)));
+}
+
+py::list process_streams(const py::object& sources, const py::object& on_frame, const py::object& model,
+                         const std::string& device, std::optional<int> threads, std::optional<long long> max_frames,
+                         int every, double stall_timeout) {
+  if (!on_frame.is_none() && !PyCallable_Check(on_frame.ptr()))
+    throw py::type_error("on_frame must be a callable on_frame(name, index, frame, labels) or None");
+  if (max_frames && *max_frames < 1) throw Error(Error::Kind::kArgument, "max_frames must be >= 1 (or None for all frames)");
+  if (!(stall_timeout >= 0)) throw Error(Error::Kind::kArgument, "stall_timeout must be >= 0 seconds (0: wait forever)");
+  // {name: input} keeps the names; a list of inputs is named after their stems.
+  std::vector<emaseg::StreamSpec> specs;
+  if (py::isinstance<py::dict>(sources)) {
+    std::vector<emaseg::StreamSpec> named;
+    for (const auto& [name, input] : sources.cast<py::dict>()) named.push_back({py::str(name).cast<std::string>(), path_text(py::reinterpret_borrow<py::object>(input))});
+    specs = std::move(named);
+  } else if (!py::isinstance<py::str>(sources) && py::isinstance<py::iterable>(sources)) {
+    std::vector<std::string> inputs;
+    for (const py::handle item : sources) inputs.push_back(path_text(py::reinterpret_borrow<py::object>(item)));
+    specs = emaseg::name_streams(inputs);
+  } else {
+    throw py::type_error("sources must be a list of paths or URLs, or a dict {name: path or URL}");
+  }
+
+  std::unique_ptr<emaseg::Segmenter> owned;
+  const emaseg::Segmenter* segmenter = nullptr;
+  if (py::isinstance<emaseg::Segmenter>(model)) {
+    segmenter = &model.cast<const emaseg::Segmenter&>();
+  } else if (model.is_none()) {
+    throw py::type_error("process_streams needs model=, a Segmenter or the path of an exported model");
+  } else {
+    const std::string path = path_text(model);
+    const emaseg::Options options = make_options(device, threads, false, false, emaseg::Options().max_pixels);
+    py::gil_scoped_release release;
+    owned = std::make_unique<emaseg::Segmenter>(path, options);
+    segmenter = owned.get();
+  }
+
+  std::atomic<bool> stop{false};
+  emaseg::MultiPipelineOptions options;
+  options.max_frames = max_frames.value_or(-1);
+  options.every = every;
+  options.video.stall_timeout = stall_timeout;
+  options.video.threads = 1;
+  options.stop = &stop;
+  emaseg::MultiPipeline pipeline(*segmenter, specs, options);
+
+  // The first exception of a callback (or Ctrl-C) stops every stream and is raised at the end.
+  std::mutex error_mutex;
+  std::exception_ptr callback_error;
+  emaseg::StreamEvents events;
+  if (!on_frame.is_none()) {
+    events.on_frame = [&](std::size_t i, const emaseg::FrameResult& r) {
+      py::gil_scoped_acquire acquire;
+      try {
+        on_frame(specs[i].name, r.index, to_numpy(r.frame.clone()), to_numpy(r.labels.clone()));
+      } catch (py::error_already_set&) {
+        {
+          const std::lock_guard<std::mutex> lock(error_mutex);
+          if (!callback_error) callback_error = std::current_exception();
+        }
+        stop = true;
+        throw std::runtime_error("on_frame raised an exception");
+      }
+    };
+  }
+  // The streams run on a thread of their own; this one waits with the GIL taken now and then, so
+  // that Ctrl-C reaches Python (signals are handled on the main thread only).
+  std::exception_ptr run_error;
+  std::atomic<bool> finished{false};
+  std::thread runner([&] {
+    try {
+      pipeline.run(events);
+    } catch (...) {
+      run_error = std::current_exception();
+    }
+    finished = true;
+  });
+  bool interrupted = false;
+  while (!finished) {
+    {
+      py::gil_scoped_release release;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!interrupted && PyErr_CheckSignals() != 0) {
+      PyErr_Clear();  // raised again below, once every stream has ended
+      interrupted = true;
+      stop = true;
+    }
+  }
+  {
+    py::gil_scoped_release release;
+    runner.join();
+  }
+  if (callback_error) std::rethrow_exception(callback_error);
+  if (run_error) std::rethrow_exception(run_error);
+  if (interrupted) {
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+  py::list out;
+  const std::vector<emaseg::StreamStats> stats = pipeline.stats();
+  for (std::size_t i = 0; i < stats.size(); ++i) out.append(stream_dict(specs[i], stats[i]));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_runtime, m) {
@@ -557,4 +676,9 @@ PYBIND11_MODULE(_runtime, m) {
         "optimize"_a = false, "max_pixels"_a = emaseg::Options().max_pixels, "alpha"_a = 0.5, "every"_a = 1, "max_frames"_a = py::none(), "mask_dir"_a = py::none(),
         "fourcc"_a = "mp4v", "progress"_a = py::none(),
         "Segments a video, stream or camera with the C++ pipeline; returns a summary dict.");
+  m.def("process_streams", &process_streams, "sources"_a, "on_frame"_a = py::none(), py::kw_only(), "model"_a,
+        "device"_a = "cpu", "threads"_a = py::none(), "max_frames"_a = py::none(), "every"_a = 1,
+        "stall_timeout"_a = 10.0,
+        "Runs several videos or streams through one model (emaseg::MultiPipeline); on_frame(name, index, "
+        "frame, labels) is called from each stream's own thread. Returns one stats dict per stream.");
 }

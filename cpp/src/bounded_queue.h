@@ -52,6 +52,42 @@ class BoundedQueue {
     return item;
   }
 
+  // Never waits: the oldest item, or std::nullopt when there is none (open or closed).
+  std::optional<T> try_pop() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (items_.empty()) return std::nullopt;
+    std::optional<T> item(std::move(items_.front()));
+    items_.pop_front();
+    not_full_.notify_one();
+    return item;
+  }
+
+  std::size_t size() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return items_.size();
+  }
+  std::size_t capacity() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return capacity_;
+  }
+  // For a queue whose use is known only once its producer started (a live stream: 1).
+  void set_capacity(std::size_t capacity) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    capacity_ = capacity < 1 ? 1 : capacity;
+    not_full_.notify_all();
+  }
+
+  bool closed() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return closed_;
+  }
+
+  // Closed and empty: nothing more will ever come out.
+  bool drained() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return closed_ && items_.empty();
+  }
+
   // Wakes every waiter; later pushes fail.
   void close() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -61,8 +97,8 @@ class BoundedQueue {
   }
 
  private:
-  const std::size_t capacity_;
-  std::mutex mutex_;
+  std::size_t capacity_;
+  mutable std::mutex mutex_;
   std::condition_variable not_full_;
   std::condition_variable not_empty_;
   std::deque<T> items_;

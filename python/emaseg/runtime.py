@@ -11,11 +11,11 @@ The same code as the `ema_seg` CLI and C++ apps (cpp/include/emaseg/), so all th
 labels. The GIL is released while the model runs; see runtime.pyi for the whole API.
 """
 try:
-    from ._runtime import Error, Metadata, Segmenter, process_video
+    from ._runtime import Error, Metadata, Segmenter, process_streams, process_video
 except ImportError as e:  # the extension is a build product of the C++ project
     raise ImportError(
         f"emaseg.runtime needs the compiled module emaseg._runtime ({e}); build it with "
         "scripts/setup.sh, or: cmake -S . -B build -DEMASEG_BUILD_PYTHON=ON && "
         "cmake --build build -j2 --target _runtime") from e
 
-__all__ = ["Error", "Metadata", "Segmenter", "process_video"]
+__all__ = ["Error", "Metadata", "Segmenter", "process_streams", "process_video"]

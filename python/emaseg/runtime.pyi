@@ -1,12 +1,12 @@
 """Type stub of emaseg.runtime (the compiled emaseg._runtime, cpp/python/bindings.cpp)."""
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Error", "Metadata", "Segmenter", "process_video"]
+__all__ = ["Error", "Metadata", "Segmenter", "process_streams", "process_video"]
 
 _Path = Union[str, PathLike[str]]
 _Frame = npt.NDArray[np.uint8]  # H x W x 3, BGR, at least 8 x 8
@@ -187,4 +187,39 @@ def process_video(
             "model", "device", "argument" or "runtime" (with the model's own message);
             exceptions of `progress` and KeyboardInterrupt propagate after the outputs are
             cleaned up as said under `output`.
+    """
+
+def process_streams(
+    sources: Union[Sequence[_Path], Mapping[str, _Path]],
+    on_frame: Optional[Callable[[str, int, npt.NDArray[np.uint8], _Labels], None]] = None,
+    *,
+    model: Union[Segmenter, _Path],
+    device: str = "cpu",
+    threads: Optional[int] = None,
+    max_frames: Optional[int] = None,
+    every: int = 1,
+    stall_timeout: float = 10.0,
+) -> list[dict[str, Any]]:
+    """Runs several videos, streams or cameras ("camera:N") through one model, as `ema_seg
+    --sources` does (emaseg::MultiPipeline): each stream decodes and calls back on threads of its
+    own, the model takes their frames in turn. A stream that cannot be opened or fails is marked
+    "failed" and the others go on; network streams and cameras that end or stall are reopened
+    with backoff (1 s doubling to 30 s); files end normally.
+
+    Args:
+        sources: inputs (named after their file's stem, made unique) or {name: input}.
+        on_frame: called as on_frame(name, index, frame, labels) from the stream's own thread,
+            with the GIL held; its first exception stops every stream and is raised at the end.
+        model: a Segmenter, or the path of an exported model to load with device and threads.
+        max_frames: read at most this many frames of each stream.
+        every: run the model on every Nth frame of a stream; the others reuse its labels.
+        stall_timeout: seconds a stream may send nothing before it counts as stalled.
+
+    Returns:
+        One dict per stream: name, input, state ("ended" or "failed"), live, frames, dropped,
+        unreadable, reconnects, fps, latency_ms ({count, mean, p50, p95, max}), error.
+
+    Raises:
+        Error: kind "model", "device" or "argument"; "runtime" when the model fails (every
+            stream then ends). KeyboardInterrupt ends every stream cleanly, then propagates.
     """
