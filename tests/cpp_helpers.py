@@ -77,6 +77,25 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0, fourcc:
     return path
 
 
+def ffmpeg() -> str:
+    """apt's ffmpeg CLI (set-up installs it); missing: a skip, or a failure under CI=true."""
+    path = shutil.which("ffmpeg")
+    if path is None:
+        from conftest import missing
+
+        missing("apt's ffmpeg is not installed (apt-get install ffmpeg; scripts/setup.sh does it)")
+    return path
+
+
+def encode_video(path: Path, frames: list[np.ndarray], fps: float, *codec_args: str) -> Path:
+    """Frames encoded by the ffmpeg CLI (piped as raw BGR), e.g. codec_args "-c:v", "libx264"."""
+    height, width = frames[0].shape[:2]
+    raw = b"".join(f.tobytes() for f in frames)
+    subprocess.run([ffmpeg(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+                    "-r", str(fps), "-i", "-", *codec_args, str(path)], input=raw, check=True)
+    return path
+
+
 def read_video(path: Path) -> tuple[list[np.ndarray], float, tuple[int, int]]:
     """All decodable frames, the fps and (width, height) as cv2 reports them."""
     capture = cv2.VideoCapture(str(path))

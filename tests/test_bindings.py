@@ -103,7 +103,7 @@ def test_imports_in_a_fresh_interpreter_without_path_tricks(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
     for code, output in [(probe, "False"),
                          ("import emaseg.runtime as r; print(*r.__all__, r.Error.__mro__[1].__name__)",
-                          "Error Metadata Segmenter process_video RuntimeError")]:
+                          "Error Metadata Segmenter process_streams process_video RuntimeError")]:
         result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr

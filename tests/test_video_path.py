@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import missing
-from cpp_helpers import make_test_models, read_video, run_cli, start_cli, synthetic_frames
+from cpp_helpers import encode_video, ffmpeg, make_test_models, read_video, run_cli, start_cli, synthetic_frames
 
 FPS = 25.0
 HEIGHT, WIDTH = 96, 160
@@ -29,19 +28,9 @@ HEIGHT, WIDTH = 96, 160
 pytestmark = pytest.mark.usefixtures("built_cli")
 
 
-def ffmpeg() -> str:
-    path = shutil.which("ffmpeg")
-    if path is None:
-        missing("apt's ffmpeg is not installed (apt-get install ffmpeg; scripts/setup.sh does it)")
-    return path
-
-
 def encode(path: Path, frames: int, *codec_args: str) -> Path:
-    """Synthetic frames encoded by the ffmpeg CLI (frames piped as raw BGR)."""
-    raw = b"".join(f.tobytes() for f in synthetic_frames(frames, HEIGHT, WIDTH))
-    subprocess.run([ffmpeg(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{WIDTH}x{HEIGHT}",
-                    "-r", str(FPS), "-i", "-", *codec_args, str(path)], input=raw, check=True)
-    return path
+    """Synthetic frames encoded by the ffmpeg CLI."""
+    return encode_video(path, synthetic_frames(frames, HEIGHT, WIDTH), FPS, *codec_args)
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +240,7 @@ def test_hwaccel_is_for_video_input(tmp_path, tiny):
     import cv2
     cv2.imwrite(str(image), synthetic_frames(1, HEIGHT, WIDTH)[0])
     result = run_cli("--model", tiny, "--image", image, "--hwaccel", "auto")
-    assert result.returncode == 2 and "--hwaccel applies to --video only" in result.stderr
+    assert result.returncode == 2 and "--hwaccel applies to --video and --sources only" in result.stderr
 
 
 def test_preset_and_crf_reach_libx264(tmp_path, tiny, h264):

@@ -256,9 +256,9 @@ bool LiveView::wants(std::size_t stream) {
   Channel& c = *impl_->channels.at(stream);
   const auto now = Clock::now();
   const bool watched = c.viewers > 0 || now - Clock::time_point(Clock::duration(c.polled.load())) < kPollGrace;
-  if (!watched) return false;
   std::lock_guard<std::mutex> lock(c.mutex);
-  return c.sequence == 0 || now - c.published >= impl_->period;
+  if (c.sequence == 0) return true;  // one frame for everyone, even of a stream that ends unwatched
+  return watched && now - c.published >= impl_->period;
 }
 
 void LiveView::publish(std::size_t stream, const cv::Mat& bgr) {

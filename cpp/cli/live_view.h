@@ -3,8 +3,8 @@
 //   /streams/<name>.mjpg  the stream's overlay as multipart MJPEG (VLC, ffplay, browsers)
 //   /streams/<name>.jpg   its newest overlay frame
 //   /stats.json           the per-stream stats of --json, now
-// The run publishes an overlay only while someone watches that stream, and at most --serve-fps
-// per second; viewers encode JPEGs on their own threads, so a slow viewer never slows the model.
+// The run publishes a stream's first overlay, then overlays only while someone watches that
+// stream, at most --serve-fps per second; viewers encode JPEGs on their own threads, so a slow viewer never slows the model.
 #pragma once
 
 #include <opencv2/core.hpp>
@@ -30,8 +30,8 @@ class LiveView {
   ~LiveView();  // stops serving: open viewer connections end
 
   std::string url() const;  // "http://127.0.0.1:8080/"
-  // True when someone watches `stream` and its last published frame is 1/fps old: make the
-  // overlay and publish() it.
+  // True for a stream's first frame, and then while someone watches it and its last published
+  // frame is 1/fps old: make the overlay and publish() it.
   bool wants(std::size_t stream);
   void publish(std::size_t stream, const cv::Mat& bgr);
 
