@@ -11,12 +11,15 @@ Throughput: one camera-like H.264 file of --frames frames at --size (the video b
 once by apt's ffmpeg from data/sample/street.mp4 and cached in build/benchmark-video/). Then,
 --repeat times, alternating:
 
-  one stream:  ema_seg --video V --output TMP/one.mp4 --json --threads T --quiet --model M
-  N streams:   ema_seg --video V (N times) --output-dir TMP --json --threads T --quiet --model M
+  one stream:    ema_seg --video V --output TMP/one.mp4 --json --threads T --quiet --model M
+  N streams:     ema_seg --video V (N times) --output-dir TMP --json --threads T --quiet --model M
+  N processes:   N of the one-stream command at once, as one process per camera does today
 
 each writing its overlay videos; fps = frames / wall seconds from --json (for N streams: every
-stream's frames together). The ratio N streams / one stream (median of the per-repeat ratios) is
-the target: one process serving N cameras as fast as one camera alone, at least 0.9.
+stream's frames together; for N processes: every frame over the wall time from the first start to
+the last exit) and peak RSS (--json peak_rss_mb; summed over the N processes). The ratio N streams
+/ one stream (median of the per-repeat ratios) is the target: one process serving N cameras as
+fast as one camera alone, at least 0.9.
 
 Memory (--live-minutes > 0; 0 skips it): N live streams, each the same file served endlessly at its
 frame rate by its own `ffmpeg -re -stream_loop -1 ... -f mpegts -listen 1 http://127.0.0.1:PORT/`,
@@ -77,16 +80,33 @@ def throughput(args: argparse.Namespace, clip: Path, tmp: Path) -> dict[str, Any
     base = [str(args.binary), "--json", "--threads", str(args.threads), "--quiet", "--model", str(args.model)]
     one_cmd = base + ["--video", str(clip), "--output", str(tmp / "one.mp4")]
     many_cmd = base + [a for _ in range(args.streams) for a in ("--video", str(clip))] + ["--output-dir", str(tmp / "many")]
-    one, many, ratios = [], [], []
+    one, many, procs, ratios = [], [], [], []
+    rss: dict[str, list[float]] = {"one": [], "many": [], "procs": []}
     for _ in tqdm(range(args.repeat), desc="throughput", unit="round"):
         r1 = video.run_cli(one_cmd, args.threads)
         rn = video.run_cli(many_cmd, args.threads)
         if any(s["state"] != "ended" for s in rn["streams"]):
             raise video.BenchmarkError(f"a stream did not end normally: {rn['streams']}")
+        started = time.monotonic()
+        children = [subprocess.Popen(one_cmd[:-1] + [str(tmp / f"proc{k}.mp4")], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=ROOT, env=video.child_env(args.threads))
+                    for k in range(args.streams)]
+        reports = []
+        for child in children:
+            out, err = child.communicate()
+            if child.returncode != 0:
+                raise video.BenchmarkError(f"ema_seg failed (exit {child.returncode}): {err}")
+            reports.append(json.loads(out))
+        wall = time.monotonic() - started
         one.append(r1["frames"] / r1["seconds"])
         many.append(rn["frames"] / rn["seconds"])
+        procs.append(sum(r["frames"] for r in reports) / wall)
         ratios.append(many[-1] / one[-1])
-    return {"one_fps": one, "many_fps": many, "ratios": ratios, "ratio": statistics.median(ratios),
+        rss["one"].append(r1["peak_rss_mb"])
+        rss["many"].append(rn["peak_rss_mb"])
+        rss["procs"].append(sum(r["peak_rss_mb"] for r in reports))
+    return {"one_fps": one, "many_fps": many, "procs_fps": procs, "ratios": ratios, "ratio": statistics.median(ratios),
+            "peak_rss_mb": {k: statistics.median(v) for k, v in rss.items()},
             "commands": {"one": one_cmd, "many": many_cmd}}
 
 
@@ -149,7 +169,12 @@ def tables(result: dict[str, Any]) -> str:
              f"| one stream alone | {statistics.median(t['one_fps']):.1f} | {', '.join(f'{v:.1f}' for v in t['one_fps'])} |",
              f"| {n} streams in one process (all frames) | {statistics.median(t['many_fps']):.1f} | "
              f"{', '.join(f'{v:.1f}' for v in t['many_fps'])} |",
-             f"| **ratio** (target >= {MIN_RATIO}) | **{t['ratio']:.2f}** | {', '.join(f'{v:.2f}' for v in t['ratios'])} |"]
+             f"| {n} processes at once, one stream each (all frames) | {statistics.median(t['procs_fps']):.1f} | "
+             f"{', '.join(f'{v:.1f}' for v in t['procs_fps'])} |",
+             f"| **ratio** {n} streams / one stream (target >= {MIN_RATIO}) | **{t['ratio']:.2f}** | "
+             f"{', '.join(f'{v:.2f}' for v in t['ratios'])} |", "",
+             f"Peak RSS (median): one stream {t['peak_rss_mb']['one']:.0f} MB, {n} streams in one process "
+             f"{t['peak_rss_mb']['many']:.0f} MB, {n} processes {t['peak_rss_mb']['procs']:.0f} MB in all."]
     if (m := result.get("memory")):
         lines += ["", f"{n} live streams ({result['size']}, served at their frame rate by ffmpeg), "
                       f"{m['minutes']:g} minutes:", "",
@@ -172,9 +197,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(11 if memory else 5.5, 4), squeeze=False)
     t = result["throughput"]
     ax = axes[0][0]
-    labels = ["one stream", f"{result['streams']} streams,\none process"]
-    values = [statistics.median(t["one_fps"]), statistics.median(t["many_fps"])]
-    ax.bar(labels, values, color=["#59a", "#2a7"])
+    labels = ["one stream", f"{result['streams']} streams,\none process", f"{result['streams']} processes"]
+    values = [statistics.median(t["one_fps"]), statistics.median(t["many_fps"]), statistics.median(t["procs_fps"])]
+    ax.bar(labels, values, color=["#59a", "#2a7", "#c55"])
     for x, v in enumerate(values):
         ax.text(x, v, f"{v:.1f}", ha="center", va="bottom")
     ax.set_ylabel("frames per second (all streams)")

@@ -217,6 +217,7 @@ LiveView::LiveView(const std::string& address, double fps, std::vector<std::stri
   v.page = page_html(v.names);
   v.page.replace(v.page.find("PERIOD_MS"), 9, std::to_string(int(1000.0 / fps)));
   v.server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
+  v.server.set_keep_alive_timeout(2);  // an idle browser connection delays the end of a run this long at most
   v.routes();
 
   const auto [host, port] = parse_address(address);
@@ -237,6 +238,9 @@ LiveView::LiveView(const std::string& address, double fps, std::vector<std::stri
   const bool ipv6 = host.find(':') != std::string::npos;
   v.url = "http://" + (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(bound) + "/";
   v.thread = std::thread([&v] { v.server.listen_after_bind(); });
+  // stop() only stops a server that is running: a run that ends at once must not find it starting.
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (!v.server.is_running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 LiveView::~LiveView() {
