@@ -74,7 +74,8 @@ def test_several_files_in_one_process_each_get_their_overlay(tmp_path, tiny, cli
         assert s["fps"] > 0 and s["latency_ms"]["count"] == frames and not s["live"]
         assert s["output"] == str(out / f"{name}_overlay.mp4") and not s["partial"]
         assert frame_count(out / f"{name}_overlay.mp4") == frames
-    assert report["frames"] == 48 and report["batch"] == 1
+    # One frame per model call on the CPU; a model worker per stream, at most 2 per thread.
+    assert report["frames"] == 48 and report["batch"] == 1 and report["model_workers"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["a_overlay.mp4", "b_overlay.mp4", "c_overlay.mp4"]
 
 
@@ -117,7 +118,9 @@ def test_a_sources_file_names_streams_and_masks_go_to_a_folder_each(tmp_path, ti
     (["--video", "{a}", "--serve-fps", "0", "--serve", "0"], 2, "--serve-fps must lie in (0, 60]"),
     (["--sources", "{bad_sources}"], 2, "line 2: the stream name 'my cam' may hold only"),
     (["--sources", "{no_sources}"], 4, "cannot read the sources file"),
-], ids=["output", "benchmark", "camera", "serve-fps-alone", "serve-address", "serve-fps", "bad-name", "no-file"])
+    (["--video", "{a}", "--model-workers", "2"], 2, "--model-workers applies to several streams"),
+], ids=["output", "benchmark", "camera", "serve-fps-alone", "serve-address", "serve-fps", "bad-name", "no-file",
+        "workers"])
 def test_stream_usage_errors(tmp_path, tiny, clips, args, code, message):
     (tmp_path / "bad.txt").write_text(f"{clips['a']}\nmy cam={clips['b']}\n")
     names = {**{k: str(v) for k, v in clips.items()}, "bad_sources": str(tmp_path / "bad.txt"),
@@ -308,22 +311,25 @@ def test_the_live_view_page_renders_every_stream_in_chromium(tmp_path, tiny, cli
         try:
             page = browser.new_page()
             page.goto(cli.base, timeout=60_000)
-            # Every stream that produced a frame shows it, the ended file's too.
-            page.wait_for_function("['live', 'b'].every(n => document.getElementById('img-' + n).naturalWidth > 0)",
-                                   timeout=60_000)
-            page.wait_for_function("document.getElementById('stats-gone').textContent.startsWith('failed')",
-                                   timeout=30_000)
+            try:
+                # Every stream that produced a frame shows it, the ended file's too.
+                page.wait_for_function("['live', 'b'].every(n => document.getElementById('img-' + n).naturalWidth > 0)",
+                                       timeout=60_000)
+                page.wait_for_function("document.getElementById('stats-gone').textContent.startsWith('failed')",
+                                       timeout=30_000)
+            except Exception as e:  # say what the page showed and what ema_seg said
+                raise AssertionError(f"{e}\npage: {page.inner_text('body')}\nstderr: {''.join(cli.lines)}") from None
             sizes = page.evaluate("['live', 'b'].map(n => [document.getElementById('img-' + n).naturalWidth, "
                                   "document.getElementById('img-' + n).naturalHeight])")
             texts = {n: page.inner_text(f"#stats-{n}") for n in ("live", "b", "gone")}
         finally:
             browser.close()
     assert sizes == [[WIDTH, HEIGHT], [WIDTH, HEIGHT]]
-    assert texts["live"].startswith("running") and "frames" in texts["live"], texts
+    assert texts["live"].startswith("running") and "frames" in texts["live"], (texts, "".join(cli.lines))
     assert texts["b"].startswith("ended \u00b7 12 frames"), texts
     assert "does not exist" in texts["gone"], texts
-    code, report, _ = cli.interrupt()
-    assert code == 130
+    code, report, stderr = cli.interrupt()
+    assert code == 130, stderr
 
 
 # --- the bindings ----------------------------------------------------------------------------------------------------
@@ -344,6 +350,20 @@ def test_process_streams_calls_back_per_stream_and_reports_each(tmp_path, tiny, 
     by_name = {s["name"]: s for s in stats}
     assert (by_name["first"]["state"], by_name["first"]["frames"]) == ("ended", 20)
     assert by_name["none"]["state"] == "failed" and "does not exist" in by_name["none"]["error"]
+    # Three model workers (the model loaded three times): the same frames and labels, in order.
+    labels_of: dict[tuple[str, int], np.ndarray] = {}
+
+    def keep(name: str, index: int, frame: np.ndarray, labels: np.ndarray) -> None:
+        with lock:
+            labels_of[(name, index)] = labels
+
+    runtime.process_streams({"first": clips["a"], "second": clips["c"]}, keep, model=tiny, threads=1, workers=1)
+    one_worker = dict(labels_of)
+    labels_of.clear()
+    runtime.process_streams({"first": clips["a"], "second": clips["c"]}, keep, model=tiny, threads=1, workers=3)
+    assert one_worker.keys() == labels_of.keys() and all(np.array_equal(one_worker[k], labels_of[k]) for k in one_worker)
+    with pytest.raises(runtime.Error, match="workers applies to a model path"):
+        runtime.process_streams([clips["a"]], model=runtime.Segmenter(str(tiny)), workers=2)
     # A list of inputs is named after their stems; max_frames applies to each.
     assert [s["name"] for s in runtime.process_streams([clips["a"], clips["a"]], model=tiny, max_frames=3)] == ["a", "a_2"]
 

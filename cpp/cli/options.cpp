@@ -111,6 +111,12 @@ void define_options(CLI::App& app, CliOptions& o) {
       ->type_name("MPX")->group("model")
       ->check(number<double>([](double v) { return v >= 0.0 && v < kMaxMegapixels; },
                              "expects megapixels >= 0 (0: no limit)"));
+  app.add_option("--model-workers", o.model_workers,
+                 "several streams: load the model N times and run frames of different\n"
+                 "streams at once, each with --threads / N threads (default: on the CPU\n"
+                 "one per stream, at most 2 per thread; on CUDA 1, batching instead)")
+      ->type_name("N")->group("model")
+      ->check(number<int>([](int v) { return v >= 1 && v <= 64; }, "must lie in 1..64"));
   app.add_flag("--optimize", o.optimize,
                "CPU: freeze the model and repack its convolutions for oneDNN at\n"
                "load (about 1.25x faster, more memory); ignored on CUDA")
@@ -251,6 +257,8 @@ void check_combination(const CliOptions& o) {
                        "(DIR/<name>_overlay.mp4)");
     if (o.show) throw UsageError("--show shows one stream; for several use --serve");
     if (o.benchmark) throw UsageError("--benchmark measures one input; give one --video");
+  } else if (o.model_workers > 0) {
+    throw UsageError("--model-workers applies to several streams (--video given more than once, --sources)");
   }
   if (o.serve.empty() && o.serve_fps) throw UsageError("--serve-fps applies to --serve only");
 #if defined(__linux__)

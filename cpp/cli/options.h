@@ -15,7 +15,8 @@ struct CliOptions {
   std::string sources;              // --sources FILE
   std::string output_dir;           // several streams: DIR/<name>_overlay.mp4
   std::string serve;                // live view: HOST:PORT, :PORT or PORT ("": none)
-  std::optional<double> serve_fps;  // --serve's frame rate per viewer; default kServeFps (live_view.h)
+  std::optional<double> serve_fps;
+  int model_workers = 0;  // several streams: models run at once (0: automatic, run_streams.cpp)  // --serve's frame rate per viewer; default kServeFps (live_view.h)
   std::optional<int> camera;
   std::string image;
   std::string images;

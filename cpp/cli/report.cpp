@@ -197,6 +197,7 @@ std::string streams_json(const StreamsReport& r, bool pretty) {
       {"device", r.device},
       {"threads", r.threads},
       {"batch", r.batch},
+      {"model_workers", r.workers},
       {"serving", text_or_null(r.serving)},
       {"frames", frames},
       {"seconds", r.seconds},

@@ -63,6 +63,7 @@ struct StreamsReport {
   std::string device;
   int threads = 0;
   int batch = 1;
+  int workers = 1;  // model workers
   std::string serving;  // the live view's URL; empty: none
   double seconds = 0;
   bool interrupted = false;

@@ -19,6 +19,7 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -404,8 +405,8 @@ py::dict stream_dict(const emaseg::StreamSpec& spec, const emaseg::StreamStats& 
 }
 
 py::list process_streams(const py::object& sources, const py::object& on_frame, const py::object& model,
-                         const std::string& device, std::optional<int> threads, std::optional<long long> max_frames,
-                         int every, double stall_timeout) {
+                         const std::string& device, std::optional<int> threads, std::optional<int> workers,
+                         std::optional<long long> max_frames, int every, double stall_timeout) {
   if (!on_frame.is_none() && !PyCallable_Check(on_frame.ptr()))
     throw py::type_error("on_frame must be a callable on_frame(name, index, frame, labels) or None");
   if (max_frames && *max_frames < 1) throw Error(Error::Kind::kArgument, "max_frames must be >= 1 (or None for all frames)");
@@ -424,18 +425,30 @@ py::list process_streams(const py::object& sources, const py::object& on_frame, 
     throw py::type_error("sources must be a list of paths or URLs, or a dict {name: path or URL}");
   }
 
-  std::unique_ptr<emaseg::Segmenter> owned;
-  const emaseg::Segmenter* segmenter = nullptr;
+  // A Segmenter passed in is the one model worker; a path is loaded `workers` times, each with
+  // threads / workers threads (the CLI's rule: on the CPU, one per stream up to 2 per thread).
+  std::vector<std::unique_ptr<emaseg::Segmenter>> owned;
+  std::vector<const emaseg::Segmenter*> models;
   if (py::isinstance<emaseg::Segmenter>(model)) {
-    segmenter = &model.cast<const emaseg::Segmenter&>();
+    if (workers && *workers != 1)
+      throw Error(Error::Kind::kArgument, "workers applies to a model path: a Segmenter is one worker");
+    models.push_back(&model.cast<const emaseg::Segmenter&>());
   } else if (model.is_none()) {
     throw py::type_error("process_streams needs model=, a Segmenter or the path of an exported model");
   } else {
+    if (workers && *workers < 1) throw Error(Error::Kind::kArgument, "workers must be >= 1");
     const std::string path = path_text(model);
-    const emaseg::Options options = make_options(device, threads, false, false, emaseg::Options().max_pixels);
+    const int cores = threads.value_or(int(std::max(1U, std::thread::hardware_concurrency())));
+    const bool cuda = device.rfind("cuda", 0) == 0;
+    const int count = workers ? *workers : cuda ? 1 : int(std::min<std::size_t>(specs.size(), std::size_t(2 * cores)));
+    const emaseg::Options options =
+        make_options(device, cuda ? threads : std::optional<int>(std::max(1, cores / count)), false, false,
+                     emaseg::Options().max_pixels);
     py::gil_scoped_release release;
-    owned = std::make_unique<emaseg::Segmenter>(path, options);
-    segmenter = owned.get();
+    for (int w = 0; w < count; ++w) {
+      owned.push_back(std::make_unique<emaseg::Segmenter>(path, options));
+      models.push_back(owned.back().get());
+    }
   }
 
   std::atomic<bool> stop{false};
@@ -445,7 +458,7 @@ py::list process_streams(const py::object& sources, const py::object& on_frame, 
   options.video.stall_timeout = stall_timeout;
   options.video.threads = 1;
   options.stop = &stop;
-  emaseg::MultiPipeline pipeline(*segmenter, specs, options);
+  emaseg::MultiPipeline pipeline(models, specs, options);
 
   // The first exception of a callback (or Ctrl-C) stops every stream and is raised at the end.
   std::mutex error_mutex;
@@ -677,7 +690,7 @@ PYBIND11_MODULE(_runtime, m) {
         "fourcc"_a = "mp4v", "progress"_a = py::none(),
         "Segments a video, stream or camera with the C++ pipeline; returns a summary dict.");
   m.def("process_streams", &process_streams, "sources"_a, "on_frame"_a = py::none(), py::kw_only(), "model"_a,
-        "device"_a = "cpu", "threads"_a = py::none(), "max_frames"_a = py::none(), "every"_a = 1,
+        "device"_a = "cpu", "threads"_a = py::none(), "workers"_a = py::none(), "max_frames"_a = py::none(), "every"_a = 1,
         "stall_timeout"_a = 10.0,
         "Runs several videos or streams through one model (emaseg::MultiPipeline); on_frame(name, index, "
         "frame, labels) is called from each stream's own thread. Returns one stats dict per stream.");

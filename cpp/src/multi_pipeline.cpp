@@ -87,10 +87,12 @@ struct Stream {
   detail::BoundedQueue<Segmented> results;
   std::atomic<bool> stop_reading{false};    // the run is stopping or the consumer failed
   std::atomic<long long> frames{0}, dropped{0}, unreadable{0}, reconnects{0};
-  // The model loop's own.
+  // The model workers', under Impl::schedule (seen_by_model, results_closed, busy) or while the
+  // stream is busy (last_labels): one frame of a stream at a time, so results stay in order.
   long long seen_by_model = 0;
   cv::Mat last_labels;
   bool results_closed = false;
+  bool busy = false;
 
   mutable std::mutex mutex;  // guards the fields below
   StreamState state = StreamState::kOpening;
@@ -149,12 +151,12 @@ const char* to_string(StreamState state) {
 }
 
 struct MultiPipeline::Impl {
-  Impl(const Segmenter& segmenter_, std::vector<StreamSpec> specs_, MultiPipelineOptions options_)
-      : segmenter(segmenter_), specs(std::move(specs_)), options(std::move(options_)) {
+  Impl(std::vector<const Segmenter*> models_, std::vector<StreamSpec> specs_, MultiPipelineOptions options_)
+      : models(std::move(models_)), specs(std::move(specs_)), options(std::move(options_)) {
     for (const StreamSpec& spec : specs) streams.push_back(std::make_unique<Stream>(spec, std::size_t(std::max(1, options.queue_size))));
   }
 
-  const Segmenter& segmenter;
+  const std::vector<const Segmenter*> models;  // one model worker each
   const std::vector<StreamSpec> specs;
   MultiPipelineOptions options;
   int batch = 1;
@@ -162,6 +164,9 @@ struct MultiPipeline::Impl {
   Wakeup wakeup;
   const StreamEvents* events = nullptr;
   bool ran = false;
+  std::mutex schedule;     // which worker takes which frame
+  std::size_t next = 0;    // round-robin: the stream asked first
+  bool stopping = false;
 
   void fail(Stream& s, const std::string& why) {
     {
@@ -312,27 +317,33 @@ struct MultiPipeline::Impl {
 
   // Runs the model on the frames taken (one call for several when batching), and hands each
   // result to its stream. Frames a model refuses (Error kArgument) fail their stream only.
-  void infer(std::vector<std::pair<std::size_t, Decoded>>& taken) {
+  struct Taken {
+    std::size_t stream;
+    Decoded frame;
+    bool infer;  // else it reuses the stream's last labels (options.every)
+  };
+
+  void infer(const Segmenter& segmenter, std::vector<Taken>& taken) {
     std::vector<std::size_t> to_model;  // positions in `taken` the model runs on
     for (std::size_t k = 0; k < taken.size(); ++k)
-      if (streams[taken[k].first]->seen_by_model++ % options.every == 0) to_model.push_back(k);
+      if (taken[k].infer) to_model.push_back(k);
     std::vector<cv::Mat> labels(taken.size());
     std::vector<double> model_ms(taken.size(), 0.0);
     std::vector<bool> refused(taken.size(), false);
     const auto run_one = [&](std::size_t k) {
       const auto t0 = Clock::now();
       try {
-        labels[k] = segmenter.segment(taken[k].second.frame);
+        labels[k] = segmenter.segment(taken[k].frame.frame);
       } catch (const Error& e) {
         if (e.kind() != Error::Kind::kArgument) throw;
         refused[k] = true;
-        fail(*streams[taken[k].first], std::string("frame ") + std::to_string(taken[k].second.index) + ": " + e.what());
+        fail(*streams[taken[k].stream], std::string("frame ") + std::to_string(taken[k].frame.index) + ": " + e.what());
       }
       model_ms[k] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     };
     if (to_model.size() > 1) {
       std::vector<cv::Mat> frames;
-      for (std::size_t k : to_model) frames.push_back(taken[k].second.frame);
+      for (std::size_t k : to_model) frames.push_back(taken[k].frame.frame);
       const auto t0 = Clock::now();
       bool batched = true;
       std::vector<cv::Mat> out;
@@ -354,66 +365,95 @@ struct MultiPipeline::Impl {
     } else if (to_model.size() == 1) {
       run_one(to_model.front());
     }
-    std::size_t next_model = 0;
     for (std::size_t k = 0; k < taken.size(); ++k) {
-      Stream& s = *streams[taken[k].first];
-      const bool inferred = next_model < to_model.size() && to_model[next_model] == k;
-      if (inferred) ++next_model;
+      Stream& s = *streams[taken[k].stream];
       if (refused[k]) continue;
       Segmented out;
-      out.inferred = inferred;
-      if (inferred) {
+      out.inferred = taken[k].infer;
+      const cv::Size size = taken[k].frame.frame.size();
+      if (out.inferred) {
         s.last_labels = labels[k];
         out.labels = labels[k];
         out.model_ms = model_ms[k];
-      } else if (s.last_labels.size() != taken[k].second.frame.size()) {
-        cv::resize(s.last_labels, out.labels, taken[k].second.frame.size(), 0, 0, cv::INTER_NEAREST);
+      } else if (s.last_labels.size() != size) {
+        cv::resize(s.last_labels, out.labels, size, 0, 0, cv::INTER_NEAREST);
       } else {
         out.labels = s.last_labels;
       }
-      out.input = std::move(taken[k].second);
-      s.results.push(std::move(out));  // never waits: the model took the frame only with room
+      out.input = std::move(taken[k].frame);
+      s.results.push(std::move(out));  // never waits: the worker took the frame only with room
     }
   }
 
-  void model_loop() {
+  // Up to `batch` frames of streams that no other worker holds and whose results queue has room,
+  // round-robin. Sets `all_done` when every stream has ended. Under `schedule`.
+  std::vector<Taken> take(bool& all_done) {
     const std::size_t n = streams.size();
-    std::size_t next = 0;  // round-robin: the stream asked first
-    bool stopping = false;
-    for (;;) {
-      if (!stopping && options.stop != nullptr && options.stop->load()) {
-        stopping = true;
-        for (auto& s : streams) s->stop_reading = true;
-      }
-      const long long seen = wakeup.generation();
-      std::vector<std::pair<std::size_t, Decoded>> taken;
-      bool all_done = true;
-      for (std::size_t k = 0; k < n && taken.size() < std::size_t(batch); ++k) {
-        const std::size_t i = (next + k) % n;
-        Stream& s = *streams[i];
-        if (s.results_closed) continue;
-        if (s.results.closed()) {  // its consumer failed: nothing of it is wanted any more
-          s.results_closed = true;
-          while (s.decoded.try_pop()) {
-          }
-          continue;
-        }
-        if (s.decoded.drained()) {  // its reader is done and every frame went through: the consumer may end
-          s.results.close();
-          s.results_closed = true;
-          continue;
-        }
-        all_done = false;
-        if (s.results.size() >= s.results.capacity()) continue;
-        if (std::optional<Decoded> item = s.decoded.try_pop()) {
-          taken.emplace_back(i, std::move(*item));
-          next = (i + 1) % n;
-        }
-      }
-      if (!taken.empty()) infer(taken);
-      else if (all_done) break;
-      else wakeup.wait_for_change(seen);
+    if (!stopping && options.stop != nullptr && options.stop->load()) {
+      stopping = true;
+      for (auto& s : streams) s->stop_reading = true;
     }
+    std::vector<Taken> taken;
+    all_done = true;
+    for (std::size_t k = 0; k < n && taken.size() < std::size_t(batch); ++k) {
+      const std::size_t i = (next + k) % n;
+      Stream& s = *streams[i];
+      if (s.results_closed) continue;
+      all_done = false;
+      if (s.busy) continue;
+      if (s.results.closed()) {  // its consumer failed: nothing of it is wanted any more
+        s.results_closed = true;
+        while (s.decoded.try_pop()) {
+        }
+        continue;
+      }
+      if (s.decoded.drained()) {  // its reader is done and every frame went through: the consumer may end
+        s.results.close();
+        s.results_closed = true;
+        continue;
+      }
+      if (s.results.size() >= s.results.capacity()) continue;
+      if (std::optional<Decoded> item = s.decoded.try_pop()) {
+        taken.push_back({i, std::move(*item), s.seen_by_model++ % options.every == 0});
+        s.busy = true;
+        next = (i + 1) % n;
+      }
+    }
+    return taken;
+  }
+
+  // One model worker: takes frames, runs its model on them, hands the results on; until every
+  // stream has ended.
+  void model_loop(const Segmenter& segmenter) {
+    for (;;) {
+      const long long seen = wakeup.generation();
+      bool all_done = false;
+      std::vector<Taken> taken;
+      {
+        const std::lock_guard<std::mutex> lock(schedule);
+        taken = take(all_done);
+      }
+      if (taken.empty()) {
+        if (all_done) break;
+        wakeup.wait_for_change(seen);
+        continue;
+      }
+      try {
+        infer(segmenter, taken);
+      } catch (...) {
+        release(taken);
+        throw;
+      }
+      release(taken);
+    }
+  }
+
+  void release(const std::vector<Taken>& taken) {
+    {
+      const std::lock_guard<std::mutex> lock(schedule);
+      for (const Taken& t : taken) streams[t.stream]->busy = false;
+    }
+    wakeup.notify();  // the streams are free for the next worker
   }
 
   void stop_all(const std::string& why) {
@@ -433,8 +473,14 @@ struct MultiPipeline::Impl {
 };
 
 MultiPipeline::MultiPipeline(const Segmenter& segmenter, std::vector<StreamSpec> streams, MultiPipelineOptions options)
-    : impl_(std::make_unique<Impl>(segmenter, std::move(streams), std::move(options))) {
+    : MultiPipeline(std::vector<const Segmenter*>{&segmenter}, std::move(streams), std::move(options)) {}
+
+MultiPipeline::MultiPipeline(std::vector<const Segmenter*> models, std::vector<StreamSpec> streams,
+                             MultiPipelineOptions options)
+    : impl_(std::make_unique<Impl>(std::move(models), std::move(streams), std::move(options))) {
   Impl& m = *impl_;
+  if (m.models.empty() || std::find(m.models.begin(), m.models.end(), nullptr) != m.models.end())
+    throw Error(Error::Kind::kArgument, "MultiPipeline needs at least one model, and no null one");
   if (m.specs.empty()) throw Error(Error::Kind::kArgument, "no streams");
   std::set<std::string> names;
   for (const StreamSpec& spec : m.specs)
@@ -447,7 +493,7 @@ MultiPipeline::MultiPipeline(const Segmenter& segmenter, std::vector<StreamSpec>
   if (!m.options.open) m.options.open = [](const StreamSpec& spec, const VideoOptions& video) {
     return open_stream(spec.input, video);
   };
-  const bool cuda = segmenter.device().rfind("cuda", 0) == 0;
+  const bool cuda = m.models.front()->device().rfind("cuda", 0) == 0;
   m.batch = m.options.max_batch > 0 ? m.options.max_batch
             : cuda                 ? std::min(int(m.specs.size()), kMaxCudaBatch)
                                    : 1;
@@ -461,20 +507,38 @@ void MultiPipeline::run(const StreamEvents& events) {
   m.ran = true;
   m.events = &events;
   std::vector<std::thread> threads;
-  std::exception_ptr model_error;
+  std::mutex error_mutex;
+  std::exception_ptr model_error;  // the first worker's failure
+  // A failed model ends every stream: the other workers then find nothing left to take.
+  const auto work = [&](std::size_t worker) {
+    try {
+      m.model_loop(*m.models[worker]);
+    } catch (const std::exception& e) {
+      const std::lock_guard<std::mutex> lock(error_mutex);
+      if (!model_error) {
+        model_error = std::current_exception();
+        m.stop_all(std::string("the model failed: ") + e.what());
+      }
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(error_mutex);
+      if (!model_error) {
+        model_error = std::current_exception();
+        m.stop_all("the model failed");
+      }
+    }
+  };
   try {
     for (std::size_t i = 0; i < m.streams.size(); ++i) {
       threads.emplace_back([&m, i] { m.read_stream(i); });
       threads.emplace_back([&m, i] { m.consume_stream(i); });
     }
-    m.model_loop();
-  } catch (const std::exception& e) {
-    model_error = std::current_exception();
-    m.stop_all(std::string("the model failed: ") + e.what());
+    for (std::size_t w = 1; w < m.models.size(); ++w) threads.emplace_back(work, w);
   } catch (...) {
-    model_error = std::current_exception();
-    m.stop_all("the model failed");
+    m.stop_all("cannot start the pipeline's threads");
+    for (std::thread& t : threads) t.join();
+    throw;
   }
+  work(0);
   for (std::thread& t : threads) t.join();
   if (model_error) std::rethrow_exception(model_error);
 }
@@ -487,5 +551,6 @@ std::vector<StreamStats> MultiPipeline::stats() const {
 
 const std::vector<StreamSpec>& MultiPipeline::streams() const { return impl_->specs; }
 int MultiPipeline::batch() const { return impl_->batch; }
+int MultiPipeline::workers() const { return int(impl_->models.size()); }
 
 }  // namespace emaseg

@@ -104,6 +104,24 @@ TEST(batching_gives_the_same_labels) {
   for (std::size_t i = 0; i < 3; ++i) CHECK_EQ(seen.indices[i].size(), std::size_t(6));
 }
 
+TEST(several_model_workers_keep_each_stream_in_order_with_its_labels) {
+  emaseg::Options one_thread;
+  one_thread.threads = 1;
+  const emaseg::Segmenter second(check::test_arg(0), one_thread), third(check::test_arg(0), one_thread);
+  MultiPipeline pipeline({&segmenter(), &second, &third}, {{"a", "15"}, {"b", "9"}, {"c", "12"}, {"d", "4"}},
+                         scripted());
+  CHECK_EQ(pipeline.workers(), 3);
+  Seen seen;
+  pipeline.run(seen.events());
+  CHECK_EQ(seen.wrong_labels, 0);
+  const std::vector<long long> sizes = {15, 9, 12, 4};
+  for (std::size_t i = 0; i < 4; ++i) {
+    std::vector<long long> expected(std::size_t(sizes[i]));
+    for (std::size_t k = 0; k < expected.size(); ++k) expected[k] = (long long)k;
+    CHECK(seen.indices[i] == expected);  // one frame of a stream at a time: never out of order
+  }
+}
+
 TEST(the_cpu_takes_streams_one_frame_at_a_time) {
   MultiPipeline pipeline(segmenter(), {{"a", "1"}, {"b", "1"}}, scripted());
   CHECK_EQ(pipeline.batch(), 1);  // measured: one batched call is no faster on the CPU
@@ -249,6 +267,12 @@ TEST(bad_options_are_refused) {
   MultiPipelineOptions options;
   options.reconnect_delay = 0;
   CHECK(refused({{"a", "1"}}, options));
+  try {
+    MultiPipeline pipeline(std::vector<const emaseg::Segmenter*>{}, {{"a", "1"}}, {});
+    CHECK(false);
+  } catch (const Error& e) {
+    CHECK(e.kind() == Error::Kind::kArgument);
+  }
 }
 
 TEST(sources_files_name_streams) {

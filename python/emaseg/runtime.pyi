@@ -196,6 +196,7 @@ def process_streams(
     model: Union[Segmenter, _Path],
     device: str = "cpu",
     threads: Optional[int] = None,
+    workers: Optional[int] = None,
     max_frames: Optional[int] = None,
     every: int = 1,
     stall_timeout: float = 10.0,
@@ -210,7 +211,10 @@ def process_streams(
         sources: inputs (named after their file's stem, made unique) or {name: input}.
         on_frame: called as on_frame(name, index, frame, labels) from the stream's own thread,
             with the GIL held; its first exception stops every stream and is raised at the end.
-        model: a Segmenter, or the path of an exported model to load with device and threads.
+        model: a Segmenter (one model worker), or the path of an exported model, loaded
+            `workers` times (default: on the CPU one per stream, at most 2 per thread; on CUDA
+            once), each with threads / workers threads: frames of different streams then run at
+            once, which on the CPU is faster than one model on every core.
         max_frames: read at most this many frames of each stream.
         every: run the model on every Nth frame of a stream; the others reuse its labels.
         stall_timeout: seconds a stream may send nothing before it counts as stalled.

@@ -11,8 +11,9 @@
 //   streams.run(events);  // until every stream ended or failed, or options.stop is set
 //
 // Each stream decodes on its own thread and consumes its results on another, so a slow or dead
-// stream holds up nobody: the model (on the thread that called run) takes the streams' frames in
-// turn, skipping a stream whose consumer is behind. A stream that cannot be opened, or fails for
+// stream holds up nobody: the model workers (the first on the thread that called run) take the
+// streams' frames in turn, one frame of a stream at a time, skipping a stream whose consumer is
+// behind. A stream that cannot be opened, or fails for
 // good, is marked failed and the others go on. Live streams (network streams, cameras) that end
 // or stall are reopened with exponential backoff and jitter; they keep only their newest frame
 // while the model is busy, so memory and latency stay flat with any number of streams. Files end
@@ -55,7 +56,7 @@ struct StreamStats {
   long long frames = 0;      // delivered to on_frame
   long long dropped = 0;     // live frames discarded because the model was busy
   long long unreadable = 0;  // frames that failed to decode, skipped
-  long long reconnects = 0;  // times a live stream was reopened after it ended or stalled
+  long long reconnects = 0;  // times a live stream came back (was reopened) after it ended or stalled
   double fps = 0;            // frames per second since the stream opened (until it ended)
   LatencySummary latency_ms; // frame read (live: arrival) to on_frame's return
   std::string error;         // why it failed, or the last reason it reconnected
@@ -91,7 +92,8 @@ struct StreamEvents {
   // Once, after the stream's last frame, with its final stats: state ended or failed (the
   // consuming thread; also for a stream that never opened).
   std::function<void(std::size_t, const StreamStats&)> on_end;
-  // A stream failed or is reconnecting, in words ("reconnecting in 2.1 s: ..."); any thread.
+  // A live stream is about to be reopened, in words ("reconnecting in 2.1 s: the stream ended");
+  // on its decoding thread. (Failures come with on_end: state failed, error.)
   std::function<void(std::size_t, const std::string&)> on_notice;
 };
 
@@ -99,18 +101,24 @@ class MultiPipeline {
  public:
   // Throws Error(kArgument) for no streams, names that are not unique, or bad options.
   MultiPipeline(const Segmenter& segmenter, std::vector<StreamSpec> streams, MultiPipelineOptions options = {});
+  // Several model workers, one per Segmenter (load the same model several times, with
+  // Options::threads = cores / workers): frames of different streams run at once. On the CPU that
+  // is faster than one model using every core (README, "Several cameras").
+  MultiPipeline(std::vector<const Segmenter*> models, std::vector<StreamSpec> streams,
+                MultiPipelineOptions options = {});
   MultiPipeline(const MultiPipeline&) = delete;
   MultiPipeline& operator=(const MultiPipeline&) = delete;
   ~MultiPipeline();
 
   // Runs every stream until each has ended or failed, or options.stop is set (frames in flight
-  // are still delivered). The model runs on the calling thread. Only an error of the model
-  // itself (Error kRuntime) ends every stream; it is rethrown after each stream's on_end.
+  // are still delivered). The first model worker runs on the calling thread. Only an error of
+  // the model itself (Error kRuntime) ends every stream; it is rethrown after each stream's on_end.
   void run(const StreamEvents& events);
   // A snapshot, from any thread, during or after run().
   std::vector<StreamStats> stats() const;
   const std::vector<StreamSpec>& streams() const;
-  int batch() const;  // frames per model call at most (options.max_batch resolved)
+  int batch() const;    // frames per model call at most (options.max_batch resolved)
+  int workers() const;  // model workers: the Segmenters given
 
  private:
   struct Impl;
