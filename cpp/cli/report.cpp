@@ -36,6 +36,10 @@ long peak_rss_kb() {  // VmHWM: the most resident memory this process has used
   return -1;
 }
 
+nlohmann::ordered_json text_or_null(const std::string& text) {
+  return text.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(text);
+}
+
 nlohmann::ordered_json json_latency(const emaseg::LatencySummary& s) {
   return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p95", s.p95}, {"max", s.max}};
 }
@@ -91,9 +95,6 @@ void print_json(const RunReport& r, const emaseg::Metadata& meta, int threads, b
   const auto& s = r.stats;
   std::uint64_t pixels = 0;
   for (const auto count : s.class_pixels) pixels += count;
-  const auto text_or_null = [](const std::string& text) {
-    return text.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(text);
-  };
   nlohmann::ordered_json shares = nlohmann::ordered_json::array();
   for (std::size_t c = 0; c < s.class_pixels.size(); ++c)
     shares.push_back({{"id", c},
@@ -169,9 +170,6 @@ void print_summary(const RunReport& r) {
 }
 
 std::string streams_json(const StreamsReport& r, bool pretty) {
-  const auto text_or_null = [](const std::string& text) {
-    return text.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(text);
-  };
   nlohmann::ordered_json streams = nlohmann::ordered_json::array();
   long long frames = 0;
   for (const StreamReport& stream : r.streams) {

@@ -10,6 +10,7 @@
 
 #include "bounded_queue.h"
 #include "latency.h"
+#include "pipeline_items.h"
 #include "thread_util.h"
 
 #include <opencv2/imgproc.hpp>
@@ -27,7 +28,9 @@
 namespace emaseg {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using detail::Clock;
+using detail::Decoded;
+using detail::Segmented;
 
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -38,21 +41,6 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
 constexpr double kHealthySeconds = 10.0;
 constexpr auto kModelWait = std::chrono::milliseconds(100);  // the model loop's poll of options.stop
 constexpr int kMaxCudaBatch = 8;
-
-struct Decoded {
-  long long index = 0;
-  std::string name;
-  cv::Mat frame;
-  cv::Mat i420;
-  Clock::time_point start;
-};
-
-struct Segmented {
-  Decoded input;
-  cv::Mat labels;
-  bool inferred = false;
-  double model_ms = 0;
-};
 
 // Wakes the model loop when a stream has a frame, has room for a result, or has ended.
 class Wakeup {
@@ -286,14 +274,8 @@ struct MultiPipeline::Impl {
         if (!s.live) background.emplace(true);
       }
       first = false;
-      FrameResult result;
-      result.index = item->input.index;
-      result.name = std::move(item->input.name);
-      result.frame = std::move(item->input.frame);
-      result.i420 = std::move(item->input.i420);
-      result.labels = std::move(item->labels);
-      result.inferred = item->inferred;
-      result.model_ms = item->model_ms;
+      const Clock::time_point read_at = item->input.start;
+      FrameResult result = detail::to_result(std::move(*item));
       try {
         if (events->on_frame) events->on_frame(i, result);
       } catch (const std::exception& e) {
@@ -304,7 +286,7 @@ struct MultiPipeline::Impl {
       }
       ++s.frames;
       std::lock_guard<std::mutex> lock(s.mutex);
-      s.latency.add(std::chrono::duration<double, std::milli>(Clock::now() - item->input.start).count());
+      s.latency.add(std::chrono::duration<double, std::milli>(Clock::now() - read_at).count());
     }
     {
       std::lock_guard<std::mutex> lock(s.mutex);

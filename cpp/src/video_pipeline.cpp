@@ -3,6 +3,7 @@
 
 #include "bounded_queue.h"
 #include "latency.h"
+#include "pipeline_items.h"
 #include "thread_util.h"
 
 #include <opencv2/imgproc.hpp>
@@ -17,26 +18,13 @@
 namespace emaseg {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using detail::Clock;
+using detail::Decoded;
+using detail::Segmented;
 
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
-
-struct Decoded {
-  long long index = 0;
-  std::string name;
-  cv::Mat frame;
-  cv::Mat i420;
-  Clock::time_point start;
-};
-
-struct Segmented {
-  Decoded input;
-  cv::Mat labels;
-  bool inferred = false;
-  double model_ms = 0;
-};
 
 }  // namespace
 
@@ -150,14 +138,8 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
 
   try {
     while (std::optional<Segmented> item = segmented.pop()) {
-      FrameResult result;
-      result.index = item->input.index;
-      result.name = std::move(item->input.name);
-      result.frame = std::move(item->input.frame);
-      result.i420 = std::move(item->input.i420);
-      result.labels = std::move(item->labels);
-      result.inferred = item->inferred;
-      result.model_ms = item->model_ms;
+      const Clock::time_point read_at = item->input.start;
+      FrameResult result = detail::to_result(std::move(*item));
       if (result.inferred) {
         detail::count_classes(result.labels, stats.class_pixels);
         model_ms.add(result.model_ms);
@@ -166,7 +148,7 @@ PipelineStats run_pipeline(const Segmenter& segmenter, FrameSource& source, cons
         ++stats.reused;
       }
       const bool go_on = sink(result);
-      latency_ms.add(ms_since(item->input.start));
+      latency_ms.add(ms_since(read_at));
       ++stats.delivered;
       if (!go_on) {
         stopped = true;
