@@ -332,6 +332,18 @@ def test_the_live_view_page_renders_every_stream_in_chromium(tmp_path, tiny, cli
     assert code == 130, stderr
 
 
+def test_the_live_view_works_for_one_stream_too(tmp_path, tiny, live_server, cli_runs):
+    cli = cli_runs("--model", tiny, "--video", live_server.url, "--threads", "1", "--json", cwd=tmp_path)
+    stats = cli.wait_until(lambda s: s["live"]["frames"] >= 5, "flowing")
+    assert list(stats) == ["live"] and stats["live"]["state"] == "running"
+    assert mjpeg_frame(cli, "live").shape == (HEIGHT, WIDTH, 3)
+    code, report, stderr = cli.interrupt()
+    assert code == 130, stderr
+    # Without --output-dir the overlay goes to the current folder, as a single --video's does.
+    assert report["streams"][0]["output"] == "live_overlay.partial.mp4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live_overlay.partial.mp4"]
+
+
 # --- the bindings ----------------------------------------------------------------------------------------------------
 
 def test_process_streams_calls_back_per_stream_and_reports_each(tmp_path, tiny, clips):

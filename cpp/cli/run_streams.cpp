@@ -122,8 +122,9 @@ int run_streams(const CliOptions& o) {
     report.serving = view->url();
     if (!o.quiet) print_stderr("note", "live view at " + view->url());
   }
-  const std::string out_dir = o.output_dir.empty() ? "." : o.output_dir;
-  make_output_dir(out_dir);
+  // Without --output-dir, overlays go to the current folder, named as a single --video's.
+  const fs::path out_dir = o.output_dir;
+  if (!o.output_dir.empty()) make_output_dir(o.output_dir);
 
   std::vector<std::unique_ptr<RunOutputs>> outputs(n);  // each used by its stream's threads only
   TempFiles temp_files;
@@ -136,7 +137,7 @@ int run_streams(const CliOptions& o) {
   StreamEvents events;
   events.on_open = [&](std::size_t i, const FrameSource& source) {
     OutputOptions out = video_output_options(o);
-    out.video = (fs::path(out_dir) / (specs[i].name + "_overlay.mp4")).string();
+    out.video = (out_dir / (specs[i].name + "_overlay.mp4")).string();
     if (!o.mask_dir.empty()) out.mask_dir = (fs::path(o.mask_dir) / specs[i].name).string();
     auto made = std::make_unique<RunOutputs>(segmenter, source, out);  // refuses to overwrite any input
     if (!o.quiet)
