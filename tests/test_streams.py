@@ -313,14 +313,14 @@ def test_the_live_view_page_renders_every_stream_in_chromium(tmp_path, tiny, cli
             page.goto(cli.base, timeout=60_000)
             try:
                 # Every stream that produced a frame shows it, the ended file's too.
-                page.wait_for_function("['live', 'b'].every(n => document.getElementById('img-' + n).naturalWidth > 0)",
-                                       timeout=60_000)
+                sizes = page.wait_for_function(
+                    "(() => { const s = ['live', 'b'].map(n => { const i = document.getElementById('img-' + n);"
+                    " return [i.naturalWidth, i.naturalHeight]; }); return s.every(x => x[0] > 0) ? s : null; })()",
+                    timeout=60_000).json_value()
                 page.wait_for_function("document.getElementById('stats-gone').textContent.startsWith('failed')",
                                        timeout=30_000)
             except Exception as e:  # say what the page showed and what ema_seg said
                 raise AssertionError(f"{e}\npage: {page.inner_text('body')}\nstderr: {''.join(cli.lines)}") from None
-            sizes = page.evaluate("['live', 'b'].map(n => [document.getElementById('img-' + n).naturalWidth, "
-                                  "document.getElementById('img-' + n).naturalHeight])")
             texts = {n: page.inner_text(f"#stats-{n}") for n in ("live", "b", "gone")}
         finally:
             browser.close()

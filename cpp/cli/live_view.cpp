@@ -65,12 +65,22 @@ const names = )" + [&] {
     return list + "]";
   }() + R"(;
 const period = )" + "PERIOD_MS" + R"(;
+// Each frame loads into an image of its own and replaces the shown one only once it has loaded:
+// the view never blanks while a frame is on its way, nor on a failed request.
 for (const name of names) {
-  const img = document.getElementById("img-" + name);
-  const next = (delay) => setTimeout(() => { img.src = "/streams/" + name + ".jpg?t=" + Date.now(); }, delay);
-  img.onload = () => next(period);
-  img.onerror = () => next(1000);
-  next(0);
+  const poll = (delay) => setTimeout(() => {
+    const next = new Image();
+    next.alt = name;
+    next.onload = () => {
+      const shown = document.getElementById("img-" + name);
+      next.id = shown.id;
+      shown.replaceWith(next);
+      poll(period);
+    };
+    next.onerror = () => poll(1000);
+    next.src = "/streams/" + name + ".jpg?t=" + Date.now();
+  }, delay);
+  poll(0);
 }
 async function refresh() {
   try {
