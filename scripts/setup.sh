@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything ema-seg needs into .venv and builds the C++ runtime. Idempotent: a second
-# run only checks and exits in seconds.
+# Installs everything ema-seg needs: apt packages, then .venv with torch and emaseg itself (one pip
+# install: package, bindings, CLI, C++ SDK). Idempotent: a second run only checks and exits in seconds.
 #   EMASEG_TORCH  pip spec for torch (default: the CPU build torch==2.13.0 without an NVIDIA GPU,
 #                 "torch>=2.5,<2.15" with one). Point pip at another index with PIP_INDEX_URL.
 #   EMASEG_JOBS   parallel C++ compile jobs (default: number of cores).
@@ -41,24 +41,30 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
     log "pip: installing $spec"
     "$VPY" -m pip install -q "$spec"
 fi
-stamp=.venv/.emaseg-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "pip: installing emaseg (editable) with its dev extras"
-    "$VPY" -m pip install -q -e ".[dev]"
-    echo "$want" > "$stamp"
+# --- emaseg itself: one pip install builds and installs the package, the bindings, the CLI and
+# the C++ SDK (scikit-build-core driving CMakeLists.txt). Editable: the Python sources stay live
+# in the checkout. No build isolation: it compiles against the torch installed above, and the
+# wheel's metadata pins that torch's major.minor. EMASEG_DEV_BUILD=1 selects the developers'
+# build (pyproject.toml): a persistent build/ that recompiles only what changed, with the C++
+# tests (ctest --test-dir build) and the CLI at build/ema_seg. Rerun after editing C++ code.
+# Skipped when nothing it builds from changed since the last install.
+# A build/ configured by plain CMake before (no scikit-build-core) is reconfigured from scratch.
+if [ -f build/CMakeCache.txt ] && ! grep -q '^SKBUILD' build/CMakeCache.txt; then
+    rm -rf build/CMakeCache.txt build/CMakeFiles
 fi
-
-# --- C++ runtime -----------------------------------------------------------------------------------
-if [ -f CMakeLists.txt ]; then
-    # Configure once, and again for a build/ configured before the Python module existed.
-    if [ ! -f build/CMakeCache.txt ] || ! grep -q '^EMASEG_BUILD_PYTHON:BOOL=ON' build/CMakeCache.txt; then
-        log "cmake: configuring build/"
-        cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DEMASEG_PYTHON="$VPY" -DEMASEG_BUILD_PYTHON=ON >/dev/null
-    fi
-    log "cmake: building"
-    cmake --build build -j "${EMASEG_JOBS:-$(nproc)}" 2>&1 | grep -E "error|warning: unused|Linking|Built target" >&2 || true
-    [ "${PIPESTATUS[0]}" -eq 0 ] || { log "C++ build failed"; exit 1; }
+rm -f python/emaseg/_runtime.*.so   # a plain CMake build's module would shadow the installed one
+build_stamp() {
+    { find CMakeLists.txt pyproject.toml cmake cpp build_support -type f | sort | xargs sha256sum;
+      "$VPY" -c "import torch; print(torch.__version__)"; } | sha256sum | cut -c1-32
+}
+stamp=.venv/.emaseg-installed
+want=$(build_stamp)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VPY" -c "import emaseg.installed as i; i.install_dir()" 2>/dev/null; then
+    log "pip: building and installing emaseg (editable, build/) with its dev extras"
+    "$VPY" -m pip install -q scikit-build-core pybind11   # the build's own requirements
+    EMASEG_DEV_BUILD=1 "$VPY" -m pip install -q --no-build-isolation -e ".[dev]" \
+        -C "build.tool-args=-j${EMASEG_JOBS:-$(nproc)}" || { log "pip install failed"; exit 1; }
+    echo "$want" > "$stamp"
 fi
 
 # --- bundled default: demo model exported to TorchScript, sample video ---------------------------

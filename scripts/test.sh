@@ -2,7 +2,9 @@
 # Sets everything up (scripts/setup.sh), then runs every test: pytest, then ctest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
 bash scripts/setup.sh || exit 1
+echo "[test] set-up took $((SECONDS - start)) s" >&2
 # What only the tests need: tests/test_video_playback.py checks the overlay video with ffprobe and
 # plays it in apt's Chromium, driven by Playwright (pip; it uses /usr/bin/chromium, downloads no browser).
 missing=()

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -16,9 +17,11 @@ import pytest
 from child_signals import default_sigint
 
 REPO = Path(__file__).resolve().parents[1]
-# The CLI lands here with `cmake -S . -B build && cmake --build build -j2`; EMASEG_CLI overrides.
-CLI = Path(os.environ.get("EMASEG_CLI", REPO / "build" / "ema_seg"))
-BUILD_HINT = "cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2"
+# The tests run the installed command: `ema_seg` beside this interpreter, which pip put there
+# (it runs the binary installed in site-packages/emaseg/bin). EMASEG_CLI overrides, for example
+# with build/ema_seg for a developer's tree.
+CLI = Path(os.environ.get("EMASEG_CLI", Path(sys.executable).parent / "ema_seg"))
+BUILD_HINT = "bash scripts/setup.sh (it pip-installs emaseg, which installs ema_seg)"
 
 # Colours (BGR) the tiny test model tells apart: background, red, green, blue.
 GREY, RED, GREEN, BLUE = (90, 90, 90), (40, 40, 230), (40, 200, 40), (230, 60, 40)

@@ -8,6 +8,7 @@ Skipped, with the build command, when the extension is not built.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -92,8 +93,9 @@ def palette_bgr(segmenter: Segmenter) -> np.ndarray:
 
 def test_imports_in_a_fresh_interpreter_without_path_tricks(tmp_path):
     """The extension finds LibTorch through its RUNPATH even before torch is imported, and the
-    editable install finds the extension: no PYTHONPATH, no LD_LIBRARY_PATH."""
-    so = next((ROOT / "python" / "emaseg").glob("_runtime*.so"))
+    installed package finds the extension: no PYTHONPATH, no LD_LIBRARY_PATH."""
+    so = Path(importlib.util.find_spec("emaseg._runtime").origin)
+    assert "site-packages" in so.parts, so  # pip installed it, not a build in the checkout
     probe = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('_runtime', {str(so)!r})\n"

@@ -1,8 +1,8 @@
-"""End-to-end tests of the C++ CLI (build/ema_seg) with the tiny contract model.
+"""End-to-end tests of the C++ CLI (the installed `ema_seg`) with the tiny contract model.
 
 The model comes from cpp/tests/make_test_model.py; input videos are FFV1 (lossless), so the
 CLI and Python decode identical pixels and their labels must agree exactly. Every run uses
---threads 1. Skipped, with the build command, when build/ema_seg does not exist.
+--threads 1. Skipped, with the build command, when ema_seg is not installed.
 """
 from __future__ import annotations
 

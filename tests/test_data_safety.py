@@ -1,4 +1,4 @@
-"""A user's data is never lost or misreported, by the CLI (build/ema_seg) and by
+"""A user's data is never lost or misreported, by the CLI (the installed `ema_seg`) and by
 emaseg.runtime.process_video: outputs never overwrite inputs, appear only when complete, and
 failures exit with an honest code and a message naming the file and the reason.
 

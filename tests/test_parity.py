@@ -4,7 +4,7 @@
 
 Legs: eager PyTorch (the checkpoint through an independent, longhand pipeline), the exported
 file in Python (torch.jit.load), the C++ runtime through emaseg.runtime, and the CLI's label
-PNGs (build/ema_seg --images). Labels must be identical and scores within 1e-4, on frames of
+PNGs (ema_seg --images). Labels must be identical and scores within 1e-4, on frames of
 odd sizes. The AOTInductor package (.pt2) of each model, compiled for one of those sizes
 (export.py --frame-size; for the demo, setup.sh's package), runs from Python, the C++ runtime
 and the CLI on that frame, with the same bounds. Models: the two mmseg reference fixtures (mmseg checkpoint -> scripts/convert_mmseg.py
