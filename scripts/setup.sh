@@ -32,14 +32,19 @@ fi
 PY=python3
 [ -x .venv/bin/python ] || { log "creating .venv"; $PY -m venv .venv; }
 VPY=$ROOT/.venv/bin/python
+# What the build of emaseg needs beside pip (it builds without isolation, against this torch).
+prereqs=()
 if ! "$VPY" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-        spec=${EMASEG_TORCH:-"torch>=2.5,<2.15"}
+        prereqs+=("${EMASEG_TORCH:-"torch>=2.5,<2.15"}")
     else
-        spec=${EMASEG_TORCH:-"torch==2.13.0"}
+        prereqs+=("${EMASEG_TORCH:-"torch==2.13.0"}")
     fi
-    log "pip: installing $spec"
-    "$VPY" -m pip install -q "$spec"
+fi
+"$VPY" -c "import scikit_build_core, pybind11" 2>/dev/null || prereqs+=("scikit-build-core>=1.1,<2" "pybind11>=3")
+if ((${#prereqs[@]})); then
+    log "pip: installing ${prereqs[*]}"
+    "$VPY" -m pip install -q "${prereqs[@]}"
 fi
 # --- emaseg itself: one pip install builds and installs the package, the bindings, the CLI and
 # the C++ SDK (scikit-build-core driving CMakeLists.txt). Editable: the Python sources stay live
@@ -61,7 +66,6 @@ stamp=.venv/.emaseg-installed
 want=$(build_stamp)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VPY" -c "import emaseg.installed as i; i.install_dir()" 2>/dev/null; then
     log "pip: building and installing emaseg (editable, build/) with its dev extras"
-    "$VPY" -m pip install -q scikit-build-core pybind11   # the build's own requirements
     EMASEG_DEV_BUILD=1 "$VPY" -m pip install -q --no-build-isolation -e ".[dev]" \
         -C "build.tool-args=-j${EMASEG_JOBS:-$(nproc)}" || { log "pip install failed"; exit 1; }
     echo "$want" > "$stamp"

@@ -340,7 +340,7 @@ def test_help_lists_every_option_with_its_bound():
     for flag in ("--video", "--sources", "--camera", "--image", "--images", "--model", "--device", "--fp16",
                  "--threads", "--max-pixels", "--optimize", "--output", "--output-dir", "--serve", "--serve-fps",
                  "--mask-dir", "--codec", "--alpha", "--show", "--max-frames", "--every", "--benchmark", "--json",
-                 "--quiet", "--help"):
+                 "--quiet", "--help", "--version"):
         assert flag in text, flag
     assert "1 to 4 x the hardware threads" in text and "overlay opacity in [0, 1]" in text
     groups = [text.index(g) for g in ("input (one kind):", "model:", "output:", "run:")]
@@ -352,6 +352,21 @@ def test_help_documents_exit_codes():
     assert result.returncode == 0
     assert "exit codes: 0 ok, 1 runtime error, 2 usage error, 3 model error" in result.stdout
     assert "8 some streams failed" in result.stdout and "130 interrupted" in result.stdout
+
+
+def test_version_names_the_build_and_its_torch():
+    import importlib.metadata
+
+    import emaseg
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(r"ema_seg (\S+) \(LibTorch (\d+\.\d+)\.\d+, OpenCV (\d+)\.\d+\.\d+\)\n", result.stdout)
+    assert match, result.stdout
+    torch_version = importlib.metadata.version("torch")
+    assert match.group(1) == emaseg.__version__
+    assert match.group(2) == ".".join(torch_version.split(".")[:2])
+    assert match.group(3) == "4"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,8 +51,8 @@ int main(int argc, char** argv) {
     print_stderr("error", e.what());
     return kExitUsage;
   }
-  if (options.help) {
-    std::fputs(help_text().c_str(), stdout);
+  if (options.help || options.version) {
+    std::fputs((options.help ? help_text() : version_text()).c_str(), stdout);
     return kExitOk;
   }
   install_signal_handlers();

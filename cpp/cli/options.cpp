@@ -5,6 +5,7 @@
 #include <emaseg/emaseg.h>
 
 #include <CLI/CLI.hpp>
+#include <opencv2/core/version.hpp>
 
 #include <charconv>
 #include <cstdlib>
@@ -197,6 +198,8 @@ void define_options(CLI::App& app, CliOptions& o) {
   app.add_flag("--quiet", o.quiet, "no progress or warnings on stderr (errors are still printed)")
       ->group("run")->disable_flag_override();
   app.add_flag("-h,--help", o.help, "this help")->group("run")->disable_flag_override();
+  app.add_flag("--version", o.version, "the version, and the LibTorch and OpenCV it was built with")
+      ->group("run")->disable_flag_override();
 
   app.footer(
       "Outputs never overwrite an input (any spelling: path, file:// URL, link): such a run is\n"
@@ -285,7 +288,7 @@ CliOptions parse_args(int argc, const char* const* argv) {
   } catch (const CLI::ParseError& e) {
     throw UsageError(in_our_words(e));
   }
-  if (o.help) return o;
+  if (o.help || o.version) return o;
   const std::vector<std::string> extras = app.remaining();
   if (!extras.empty()) {
     const std::string& first = extras.front();
@@ -296,6 +299,11 @@ CliOptions parse_args(int argc, const char* const* argv) {
   check_combination(o);
   if (o.videos.size() == 1 && !o.streams()) o.video = o.videos.front();
   return o;
+}
+
+std::string version_text() {
+  return std::string("ema_seg ") + EMASEG_VERSION + " (LibTorch " + EMASEG_TORCH_VERSION + ", OpenCV " +
+         CV_VERSION + ")\n";
 }
 
 std::string help_text() {

@@ -40,6 +40,7 @@ struct CliOptions {
   bool json = false;
   bool quiet = false;
   bool help = false;
+  bool version = false;
 
   bool image_input() const { return !image.empty() || !images.empty(); }
   // Several streams in one process (run_streams.cpp): more than one --video, a sources file, an
@@ -53,10 +54,14 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The options, or UsageError with one line in ema_seg's words. `help` set: nothing is checked.
+// The options, or UsageError with one line in ema_seg's words. `help` or `version` set: nothing
+// is checked.
 CliOptions parse_args(int argc, const char* const* argv);
 
 // The full --help text, generated from the option definitions.
 std::string help_text();
+
+// --version: "ema_seg 0.1.0 (LibTorch 2.13.0, OpenCV 4.6.0)", what this binary was built with.
+std::string version_text();
 
 }  // namespace emaseg::cli
