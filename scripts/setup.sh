@@ -60,7 +60,7 @@ fi
 rm -f python/emaseg/_runtime.*.so   # a plain CMake build's module would shadow the installed one
 build_stamp() {
     { find CMakeLists.txt pyproject.toml cmake cpp build_support -type f | sort | xargs sha256sum;
-      "$VPY" -c "import torch; print(torch.__version__)"; } | sha256sum | cut -c1-32
+      "$VPY" -c "import importlib.metadata as m; print(m.version('torch'))"; } | sha256sum | cut -c1-32
 }
 stamp=.venv/.emaseg-installed
 want=$(build_stamp)
