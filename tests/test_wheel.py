@@ -181,6 +181,27 @@ def test_find_package_app_builds_against_the_wheel(venv: Path, assets, tmp_path)
     assert cv2.imread(str(tmp_path / "overlay.png")) is not None
 
 
+def test_find_package_refuses_a_libtorch_of_another_minor(venv: Path, tmp_path):
+    """As if the venv's torch were upgraded after the install: the package's record of the build's
+    LibTorch is changed (and restored), and configuring an app fails, naming both versions."""
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    config = site / "emaseg" / "lib" / "cmake" / "emaseg" / "emasegConfig.cmake"
+    original = config.read_text()
+    built = re.search(r'_emaseg_torch_built "([^"]+)"', original).group(1)
+    config.write_text(original.replace(f'_emaseg_torch_built "{built}"', '_emaseg_torch_built "1.99.0"')
+                      .replace(f"LibTorch {built} but", "LibTorch 1.99.0 but"))
+    try:
+        result = run("cmake", "-S", REPO / "cpp" / "examples" / "segment_image", "-B", tmp_path / "app",
+                     f"-DCMAKE_PREFIX_PATH={site / 'emaseg' / 'lib' / 'cmake'}", cwd=tmp_path,
+                     env=clean_env(venv), check=False)
+    finally:
+        config.write_text(original)
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())
+    assert f"emaseg was built against LibTorch 1.99.0 but found {built}" in message, result.stderr
+    assert "install torch==1.99.*" in message, result.stderr
+
+
 def test_another_torch_is_a_clear_error_not_an_undefined_symbol(venv: Path, tmp_path):
     """As after `pip install torch==<another minor>`: the record of the build's torch is changed,
     since the fresh venv holds one torch. Runs last: it edits the installed record, then restores it."""
