@@ -58,9 +58,11 @@ if [ -f build/CMakeCache.txt ] && ! grep -q '^SKBUILD' build/CMakeCache.txt; the
     rm -rf build/CMakeCache.txt build/CMakeFiles
 fi
 rm -f python/emaseg/_runtime.*.so   # a plain CMake build's module would shadow the installed one
+# The installed torch's version ("2.13.0+cpu"), from its metadata: importing torch takes seconds.
+torch_version() { "$VPY" -c "import importlib.metadata as m; print(m.version('torch'))"; }
 build_stamp() {
     { find CMakeLists.txt pyproject.toml cmake cpp build_support -type f | sort | xargs sha256sum;
-      "$VPY" -c "import importlib.metadata as m; print(m.version('torch'))"; } | sha256sum | cut -c1-32
+      torch_version; } | sha256sum | cut -c1-32
 }
 stamp=.venv/.emaseg-installed
 want=$(build_stamp)
@@ -80,7 +82,7 @@ SAMPLE_SIZE=256x512  # HxW of the sample video data/sample/street.mp4
 ASPECT_RATIOS="16:9,4:3,2:1,9:16"
 export_stamp() {
     { sha256sum models/emanet_demo.pth; find python/emaseg -name '*.py' | sort | xargs sha256sum;
-      "$VPY" -c "import torch; print(torch.__version__)"; } | sha256sum | cut -c1-32
+      torch_version; } | sha256sum | cut -c1-32
 }
 if [ -f models/emanet_demo.pth ]; then
     stamp_want=$(export_stamp)

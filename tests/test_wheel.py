@@ -45,6 +45,10 @@ def clean_env(venv: Path) -> dict[str, str]:
     return env
 
 
+def site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
@@ -103,7 +107,7 @@ def test_wheel_holds_every_part_and_pins_the_build_torch(wheel: Path):
 
 
 def test_compiled_parts_find_torch_by_relative_rpath_only(venv: Path):
-    site = next((venv / "lib").glob("python3*/site-packages"))
+    site = site_packages(venv)
     for binary in [site / "emaseg" / "bin" / "ema_seg", *(site / "emaseg").glob("_runtime*.so")]:
         dynamic = run("readelf", "-d", binary, cwd=venv).stdout
         paths = re.findall(r"R(?:UN)?PATH\)\s+Library r(?:un)?path: \[(.*)\]", dynamic)
@@ -169,7 +173,7 @@ def test_find_package_app_builds_against_the_wheel(venv: Path, assets, tmp_path)
         cwd=tmp_path, env=env)
     run("cmake", "--build", build, "-j", "2", cwd=tmp_path, env=env)
     cache = (build / "CMakeCache.txt").read_text()
-    site = next((venv / "lib").glob("python3*/site-packages"))
+    site = site_packages(venv)
     assert f"Torch_DIR:PATH={site}/torch/share/cmake/Torch" in cache  # the wheel's own torch
     shares = run(build / "segment_image", assets["image"], tmp_path / "overlay.png", assets["model"],
                  cwd=tmp_path, env=env).stdout
@@ -184,7 +188,7 @@ def test_find_package_app_builds_against_the_wheel(venv: Path, assets, tmp_path)
 def test_find_package_refuses_a_libtorch_of_another_minor(venv: Path, tmp_path):
     """As if the venv's torch were upgraded after the install: the package's record of the build's
     LibTorch is changed (and restored), and configuring an app fails, naming both versions."""
-    site = next((venv / "lib").glob("python3*/site-packages"))
+    site = site_packages(venv)
     config = site / "emaseg" / "lib" / "cmake" / "emaseg" / "emasegConfig.cmake"
     original = config.read_text()
     built = re.search(r'_emaseg_torch_built "([^"]+)"', original).group(1)
@@ -205,7 +209,7 @@ def test_find_package_refuses_a_libtorch_of_another_minor(venv: Path, tmp_path):
 def test_another_torch_is_a_clear_error_not_an_undefined_symbol(venv: Path, tmp_path):
     """As after `pip install torch==<another minor>`: the record of the build's torch is changed,
     since the fresh venv holds one torch. Runs last: it edits the installed record, then restores it."""
-    site = next((venv / "lib").glob("python3*/site-packages"))
+    site = site_packages(venv)
     record = site / "emaseg" / "_build_info.py"
     original = record.read_text()
     built = re.search(r'TORCH_VERSION = "([^"]+)"', original).group(1)
