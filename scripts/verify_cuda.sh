@@ -4,9 +4,9 @@
 #
 #   bash scripts/verify_cuda.sh
 #
-# 1. .venv-cuda: torch 2.13 from PyPI (the Linux wheel there is the CUDA build) and emaseg;
-# 2. build-cuda/: the runtime and ema_seg against that LibTorch (needs the CUDA toolkit's nvcc
-#    and headers, which LibTorch's CMake package asks for; /usr/local/cuda is searched);
+# 1. .venv-cuda: torch 2.13 from PyPI (the Linux wheel there is the CUDA build);
+# 2. emaseg pip-installed there, compiled in build-cuda/ against that LibTorch (needs the CUDA
+#    toolkit's nvcc and headers, which LibTorch's CMake package asks for; /usr/local/cuda is searched);
 # 3. scripts/verify_cuda.py: one line per check (PASS/FAIL/SKIP), exit 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,17 +26,20 @@ if ! $VENV/bin/python -c "import torch, sys; sys.exit(not torch.cuda.is_availabl
     log "pip: torch ${EMASEG_CUDA_TORCH:-torch==2.13.0} (CUDA build) into $VENV"
     $VENV/bin/python -m pip install -q "${EMASEG_CUDA_TORCH:-torch==2.13.0}" || { echo "FAIL install: pip"; exit 1; }
 fi
-$VENV/bin/python -m pip install -q -e ".[dev]" || { echo "FAIL install: emaseg"; exit 1; }
 
+# emaseg itself, built against that CUDA LibTorch: without build isolation (an isolated build
+# would compile against another torch), into the persistent build-cuda/, so the CLI is
+# build-cuda/ema_seg and the bindings are the venv's emaseg.runtime.
 cli=build-cuda/ema_seg
 [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
-log "cmake: build-cuda/ (CLI and runtime against $VENV's LibTorch)"
-if cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DEMASEG_PYTHON="$PWD/$VENV/bin/python" \
-        -DEMASEG_BUILD_PYTHON=OFF -DEMASEG_BUILD_TESTS=OFF >build-cuda.log 2>&1 &&
-   cmake --build build-cuda -j "$(nproc)" --target ema_seg >>build-cuda.log 2>&1; then
-    echo "PASS build: $cli against CUDA LibTorch"
+log "pip: emaseg into $VENV, built in build-cuda/ against its LibTorch"
+if $VENV/bin/python -m pip install -q "scikit-build-core>=1.1,<2" "pybind11>=3" >build-cuda.log 2>&1 &&
+   $VENV/bin/python -m pip install --no-build-isolation -C build-dir=build-cuda \
+        -C "build.tool-args=-j$(nproc)" -e ".[dev]" >>build-cuda.log 2>&1; then
+    echo "PASS build: $cli and emaseg.runtime against CUDA LibTorch"
 else
     echo "FAIL build: see build-cuda.log ($(grep -m1 -iE 'error|could not find' build-cuda.log))"
+    exit 1
 fi
 
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} $VENV/bin/python scripts/verify_cuda.py --cli "$cli" \
